@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny models built in-process, the real SmolLM2 model, the shared data dir.
+
+Everything runs offline: HF_HUB_OFFLINE is set for the whole suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BENCH_DIR = SHARED_DATA / "benchmarks"
+TRAIN_FILE = SHARED_DATA / "train" / "math_train.jsonl"
+
+TINY_TEXTS = [
+    "What is 12 + 7? Add the ones: 2 + 7 = 9. The tens stay 1. So the answer is \\boxed{19}.",
+    "Compute 3 * 4. Three fours make 12, so the answer is \\boxed{12}.",
+    "Please reason step by step, and put your final answer within \\boxed{}.",
+    "Wait, let me check: 5 - 2 = 3. Yes. The final answer is \\boxed{3}.",
+    "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) the a is of and to",
+] * 10
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert BENCH_DIR.is_dir(), f"shared benchmark data missing at {BENCH_DIR}"
+    return BENCH_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A ~0.1M-parameter Qwen2 with a ChatML BPE tokenizer, saved as safetensors."""
+    from micota.models.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model", TINY_TEXTS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once into the user cache (shared across runs)."""
+    from micota.models import prepare_default
+
+    return prepare_default("smollm2-135m")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m micota ARGS`` as a real subprocess; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "micota", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
