@@ -62,6 +62,7 @@ class Sample(Record):
     config_hash: str
     seed: int
     source: str = ""  # benchmark or dataset name
+    problem: str | None = None  # raw problem text (generate fills it; filter builds SFT prompts from it)
     reference: str | None = None  # reference answer copied from the Problem, for re-grading
     # grading fields (filled by micota.grading)
     extracted: str | None = None

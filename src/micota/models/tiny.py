@@ -18,13 +18,21 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def train_chatml_tokenizer(texts: Iterable[str], *, vocab_size: int = 512, min_frequency: int = 1) -> Any:
-    """Train a byte-level BPE tokenizer on ``texts``; eos = ``<|im_end|>``, pad = ``<|endoftext|>``."""
+def train_chatml_tokenizer(texts: Iterable[str], *, vocab_size: int = 512, min_frequency: int = 1,
+                           split_digits: bool = False) -> Any:
+    """Train a byte-level BPE tokenizer on ``texts``; eos = ``<|im_end|>``, pad = ``<|endoftext|>``.
+
+    ``split_digits`` makes every digit its own token (no merges across digits), which tiny models
+    need to learn column arithmetic.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,0 +1,117 @@
+"""micota merge vs mergekit-yaml (0.1.5) on a Qwen2.5-0.5B-shaped random bf16 pair.
+
+Each contender runs as a whole process on the same files; wall time and peak RSS of the process
+tree come from ``wait4`` (``ru_maxrss``). The I/O floor reads both inputs and writes one output of
+the same size. Prints medians and ratios for dare_ties and ties.
+
+    .venv/bin/python benchmarks/merge_vs_mergekit.py [--reps 3] [--quick] [--workdir DIR]
+
+``--quick`` uses a 4-layer, 32k-vocabulary shape (a smoke run; report the default figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+BIN = Path(PY).parent
+
+IO_FLOOR = r"""
+import sys, pathlib
+src = [pathlib.Path(p) for p in sys.argv[1:3]]; out = pathlib.Path(sys.argv[3]); out.mkdir()
+total = 0
+for folder in src:
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb", buffering=0) as fh:
+            while chunk := fh.read(1 << 24):
+                total += len(chunk)
+with open(out / "model.safetensors", "wb") as fh:
+    block = bytes(1 << 24); left = total // 2
+    while left > 0:
+        left -= fh.write(block[: min(left, len(block))])
+    fh.flush(); __import__("os").fsync(fh.fileno())
+"""
+
+
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes of the child tree) for one whole process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--methods", default="dare_ties,ties")
+    args = ap.parse_args()
+
+    from micota.merging.synth import QWEN25_05B, make_pair
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
+    shape = dict(QWEN25_05B)
+    if args.quick:
+        shape.update(layers=4, vocab=32000)
+    if not (work / "base" / "config.json").is_file():
+        t = time.perf_counter()
+        make_pair(work, arch="qwen2", dtype="bfloat16", noise=0.002, **shape)
+        print(f"generated pair in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    base, ft = work / "base", work / "ft0"
+    size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
+    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}")
+
+    env = {"HF_HUB_OFFLINE": "1"}
+    params = {"dare_ties": "weight: 0.5, density: 0.5", "ties": "weight: 0.5, density: 0.5"}
+    results: dict[str, dict[str, list[tuple[float, int]]]] = {}
+    for method in args.methods.split(","):
+        cfg = work / f"{method}.yaml"
+        cfg.write_text(f"merge_method: {method}\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
+                       f"    parameters: {{{params[method]}}}\ndtype: bfloat16\n")
+        contenders = {
+            "micota": [PY, "-m", "micota", "merge", str(cfg), "{out}", "--seed", "0"],
+            "mergekit": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "--no-write-model-card",
+                         "--quiet"],
+            "mergekit -j1 100M": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",
+                                  "--out-shard-size", "100M", "--no-write-model-card", "--quiet"],
+            "io-floor": [PY, "-c", IO_FLOOR, str(base), str(ft), "{out}"],
+        }
+        results[method] = {k: [] for k in contenders}
+        for rep in range(args.reps):
+            for name, cmd in contenders.items():
+                out = work / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                wall, rss = run([c.replace("{out}", str(out)) for c in cmd], env)
+                results[method][name].append((wall, rss))
+                print(f"{method:10s} rep {rep} {name:18s} {wall:7.2f} s  {rss / 2**20:7.0f} MiB", file=sys.stderr, flush=True)
+        shutil.rmtree(work / "out", ignore_errors=True)
+
+    print(f"\n| method | contender | wall s (median of {args.reps}) | peak RSS MiB |")
+    print("|---|---|---|---|")
+    for method, by in results.items():
+        med = {k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in by.items()}
+        for k, (w, r) in med.items():
+            print(f"| {method} | {k} | {w:.2f} | {r / 2**20:.0f} |")
+        best_mk = min(med["mergekit"][0], med["mergekit -j1 100M"][0])
+        low_rss = min(med["mergekit"][1], med["mergekit -j1 100M"][1])
+        m = med["micota"]
+        print(f"| {method} | **ratios** | mergekit-best/micota = {best_mk / m[0]:.2f}x, micota/io-floor = "
+              f"{m[0] / med['io-floor'][0]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""CLI: ``micota run``, ``micota merge-search``, ``micota demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (see recipes/).")],
+        out: Annotated[Optional[Path], typer.Option("--out", help="Output root (default: the file's 'out:').")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
+        from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
+        only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
+    ) -> None:
+        """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
+        from micota.pipeline.runner import run_pipeline
+
+        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only)
+        if not dry_run and (plan.out / "REPORT.md").is_file():
+            typer.echo(f"report: {plan.out / 'REPORT.md'}")
+
+    @app.command("demo")
+    def demo(
+        out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo-out"),
+        quick: Annotated[bool, typer.Option("--quick", help="The smaller world (about 3 minutes on 2 CPU cores).")] = False,
+    ) -> None:
+        """Run the miniature MiCoTA pipeline end to end on CPU and print the results table."""
+        from micota.demo import run_demo
+
+        typer.echo(run_demo(out, quick=quick))
+
+    try:
+        from micota.pipeline.merge_search import MergeSearchConfig, merge_search
+    except ModuleNotFoundError as e:  # the merge engine is not installed in this tree
+        if not (e.name or "").startswith("micota"):
+            raise
+        return
+    from micota.cli._auto import config_command
+
+    config_command(app, "merge-search", MergeSearchConfig, merge_search,
+                   help="Sweep the merge weight to hit a target trace-length ratio; write the chosen merged model.",
+                   on_result=lambda r: typer.echo(str(r)))

@@ -1,0 +1,157 @@
+"""Dataset statistics, side by side: length, reflection and repetition of completions.
+
+Each input is an SFT dataset (directory with ``data.jsonl`` or a JSONL of SftExample rows) or a
+samples directory/file (Sample rows). Per input, over the completions:
+
+- ``tokens`` / ``chars``: mean, median, p90, max (tokens under the named tokenizer);
+- ``reflection_per_1k``: occurrences of the reflection markers ("wait", "let me check",
+  "alternatively", "hmm", "double-check"; case-insensitive, whole words) per 1,000 tokens, also
+  per marker;
+- ``repeated_ngram_ratio``: mean over completions of 1 - unique/total word 4-grams — how much of a
+  trace repeats itself (the "overthinking" signature: reflection without progress);
+- ``truncation_rate``: share of samples with ``finish_reason == "length"`` (samples inputs only).
+
+Outputs (when ``out`` is set): ``stats.json``, ``stats.md`` (one column per input), ``lengths.png``
+(token-length histograms overlaid), ``manifest.json`` last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from micota.config import StageConfig
+from micota.errors import UserError
+from micota.io import atomic_dir, atomic_write_json, atomic_write_text
+from micota.manifest import write_manifest
+
+MARKERS = ("wait", "let me check", "alternatively", "hmm", "double-check")
+_MARKER_RE = {m: re.compile(r"\b" + re.escape(m).replace(r"\ ", r"\s+") + r"\b", re.IGNORECASE) for m in MARKERS}
+NGRAM = 4
+
+
+class StatsConfig(StageConfig):
+    inputs: list[str] = Field(..., min_length=1, description="Datasets or samples directories/files to compare")
+    tokenizer: str = Field("smollm2-135m", description="Tokenizer model spec for token counts")
+    out: str | None = Field(None, description="Output directory (stats.json, stats.md, lengths.png, manifest.json)")
+    labels: list[str] | None = Field(None, description="Column labels, one per input (default: the input names)")
+
+
+def load_completions(path: str | Path) -> tuple[list[str], list[bool] | None]:
+    """(completion texts, truncated flags or None for SFT datasets) of one input."""
+    from micota.filtering import read_samples
+    from micota.training.data import completion_text, dataset_file, read_sft_dataset
+
+    p = Path(path)
+    is_dataset = (p.is_dir() and (p / "data.jsonl").is_file()) or (p.is_file() and _first_row_is_sft(p))
+    if is_dataset:
+        return [completion_text(ex) for ex in read_sft_dataset(dataset_file(p))], None
+    samples = read_samples(p)
+    if not samples:
+        raise UserError(f"{p}: no samples")
+    return [s.completion for s in samples], [s.finish_reason == "length" for s in samples]
+
+
+def _first_row_is_sft(path: Path) -> bool:
+    with open(path, "rb") as f:
+        line = f.readline()
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # let the Sample reader name the problem
+    return isinstance(row, dict) and isinstance(row.get("completion"), list)
+
+
+def _dist(xs: list[int]) -> dict[str, float]:
+    a = np.asarray(xs, dtype=float)
+    return {"mean": round(float(a.mean()), 2), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "max": int(a.max())}
+
+
+def repeated_ngram_ratio(text: str, n: int = NGRAM) -> float:
+    """1 - (distinct word n-grams / all word n-grams); 0 for texts shorter than n words."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def text_stats(texts: list[str], token_counts: list[int], truncated: list[bool] | None) -> dict[str, Any]:
+    total_tokens = max(sum(token_counts), 1)
+    per_marker = {m: sum(len(r.findall(t)) for t in texts) for m, r in _MARKER_RE.items()}
+    return {
+        "n": len(texts),
+        "tokens": _dist(token_counts),
+        "chars": _dist([len(t) for t in texts]),
+        "reflection_per_1k": round(1000 * sum(per_marker.values()) / total_tokens, 3),
+        "reflection_per_1k_by_marker": {m: round(1000 * c / total_tokens, 3) for m, c in per_marker.items()},
+        "repeated_ngram_ratio": round(float(np.mean([repeated_ngram_ratio(t) for t in texts])), 4),
+        "truncation_rate": None if truncated is None else round(sum(truncated) / len(truncated), 4),
+    }
+
+
+def _markdown(stats: dict[str, dict[str, Any]]) -> str:
+    labels = list(stats)
+    rows = [("examples", lambda s: s["n"])]
+    for k in ("tokens", "chars"):
+        for q in ("mean", "median", "p90", "max"):
+            rows.append((f"{k} {q}", lambda s, k=k, q=q: s[k][q]))
+    rows += [("reflection / 1k tok", lambda s: s["reflection_per_1k"]),
+             ("repeated 4-gram ratio", lambda s: s["repeated_ngram_ratio"]),
+             ("truncation rate", lambda s: "—" if s["truncation_rate"] is None else s["truncation_rate"])]
+    lines = ["| metric | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    lines += [f"| {name} | " + " | ".join(str(f(stats[lab])) for lab in labels) + " |" for name, f in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(lengths: dict[str, list[int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    hi = max(max(v) for v in lengths.values())
+    bins = np.linspace(0, hi + 1, 31)
+    for lab, v in lengths.items():
+        ax.hist(v, bins=bins, alpha=0.5, label=f"{lab} (n={len(v)})")
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
+    """Statistics per input, keyed by label; writes the report files when ``cfg.out`` is set."""
+    from micota.models import load_tokenizer
+
+    t0 = time.time()
+    labels = cfg.labels or [Path(p).name or str(p) for p in cfg.inputs]
+    if len(labels) != len(cfg.inputs):
+        raise UserError(f"--labels has {len(labels)} names for {len(cfg.inputs)} inputs")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"labels must be distinct (got {', '.join(labels)}); pass --labels")
+    if cfg.out and Path(cfg.out).exists():
+        raise UserError(f"{cfg.out}: output already exists (remove it or choose another path)")
+    tok = load_tokenizer(cfg.tokenizer)
+    stats: dict[str, dict[str, Any]] = {}
+    lengths: dict[str, list[int]] = {}
+    for lab, path in zip(labels, cfg.inputs):
+        texts, truncated = load_completions(path)
+        counts = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        stats[lab] = {"input": str(path), **text_stats(texts, counts, truncated)}
+        lengths[lab] = counts
+    if cfg.out:
+        with atomic_dir(cfg.out) as tmp:
+            atomic_write_json(tmp / "stats.json", {"tokenizer": cfg.tokenizer, "datasets": stats})
+            atomic_write_text(tmp / "stats.md", f"Completion statistics (tokenizer: `{cfg.tokenizer}`)\n\n" + _markdown(stats))
+            _plot(lengths, tmp / "lengths.png")
+            write_manifest(tmp, stage="stats", config=cfg, inputs={lab: p for lab, p in zip(labels, cfg.inputs)},
+                           counts={lab: s["n"] for lab, s in stats.items()}, started_at=t0)
+    return stats

@@ -1,0 +1,200 @@
+"""The resumable sample writer behind ``micota generate`` and ``micota eval``.
+
+:func:`generate` renders each problem with :mod:`micota.generation.prompts`, asks a backend for
+``n`` completions per prompt, and appends :class:`micota.records.Sample` rows to
+``OUT/samples-NNNNN.jsonl`` (one new shard per run or resume) with a flush+fsync per batch.
+``manifest.json`` is written last. Key = ``(problem_id, sample_idx)``.
+
+Resume: rows already in the shards are kept (a torn last line, left by a killed writer, is dropped
+and repaired) and only missing keys are generated, so a SIGKILL loses at most the batch in flight
+and no key is ever written twice. Samples record ``config_hash`` = the hash of everything that
+shapes a completion (model, problems, sampling, prompt; not ``out``/``limit``/``batch_size``/
+``device``); resuming or extending an output made under a different one is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from micota.config import StageConfig
+from micota.data.benchmarks import load_problems
+from micota.errors import UserError
+from micota.generation.backends import GenerationBackend, SamplingParams, make_backend, prompt_token_ids
+from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
+from micota.manifest import MANIFEST, read_manifest, write_manifest
+from micota.records import JsonlAppender, Problem, Sample, read_jsonl
+
+SHARD_GLOB = "samples-*.jsonl"
+# fields that change how work is scheduled or where it goes, not what a completion is
+RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode"}
+
+
+class GenerationOptions(StageConfig):
+    """Sampling, prompt and loading options shared by ``generate`` and ``eval``."""
+
+    n: int = Field(1, ge=1, description="Completions per problem.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(1024, ge=1, description="Generation limit per completion; a completion cut here counts as wrong.")
+    seed: int = Field(0, description="Sampling seed.")
+    backend: str = Field("hf", description="Generation backend: hf, vllm (optional extra), or a registered one.")
+    batch_size: int = Field(8, ge=1, description="Prompts per batch (rows are flushed to disk per batch).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
+    data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files (else $MICOTA_DATA_DIR, ../shared/data/benchmarks, the hub).")
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="Instruction appended to each problem.")
+    system: str | None = Field(None, description="System message (default: none, or the chat template's own).")
+    use_chat_template: bool = Field(True, description="Render with the model's chat template (--no-use-chat-template for base models).")
+    template: Path | None = Field(None, description="A .jinja chat template file overriding the tokenizer's.")
+    dtype: str = Field("auto", description="auto (bf16 on supporting GPUs, fp32 on CPU), bfloat16, float16, float32.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    allow_pickle: bool = Field(False, description="Allow loading pickle (.bin/.pt) checkpoints: they can run code.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm backend).")
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    def backend_opts(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"batch_size": self.batch_size}
+        if self.backend == "vllm":
+            opts["tensor_parallel_size"] = self.tensor_parallel_size
+        return opts
+
+    def template_text(self) -> str | None:
+        if self.template is None:
+            return None
+        try:
+            return Path(self.template).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{self.template}: template file not found") from None
+
+
+class GenerateConfig(GenerationOptions):
+    model: str = Field(description="Model: local HF folder, .gguf file, hub id, or alias smollm2-135m.")
+    problems: str = Field(description="Benchmark name (gsm8k, math500, …) or a JSONL file of problems (id, problem, answer).")
+    out: Path = Field(description="Output directory (resumed if it exists).")
+
+    def sample_config_hash(self) -> str:
+        """Hash of what shapes a completion; stored in every Sample as ``config_hash``."""
+        return self.config_hash(exclude=RUN_ONLY & set(type(self).model_fields))
+
+
+BackendArg = GenerationBackend | Callable[[], GenerationBackend] | None
+
+
+def build_backend(cfg: GenerationOptions, model: str) -> GenerationBackend:
+    return make_backend(cfg.backend, model, dtype=cfg.dtype, device=cfg.device, allow_pickle=cfg.allow_pickle,
+                        trust_remote_code=cfg.trust_remote_code, **cfg.backend_opts())
+
+
+def load_samples(out_dir: str | Path) -> list[Sample]:
+    """Every Sample in a generate output directory (torn tails dropped)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise UserError(f"{out}: no such samples directory")
+    rows: list[Sample] = []
+    for shard in sorted(out.glob(SHARD_GLOB)):
+        rows.extend(read_jsonl(shard, Sample, drop_torn_tail=True))
+    return rows
+
+
+def _check_existing(out: Path, chash: str) -> list[Sample]:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if not out.is_dir():
+        return []
+    man = read_manifest(out)
+    if man is not None and man.get("stage") != "generate":
+        raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
+    if man is not None and man.get("sample_config_hash") != chash:
+        raise UserError(f"{out}: finished with a different model/sampling/prompt config ({man.get('sample_config_hash')} != {chash}); choose another --out")
+    existing = load_samples(out)
+    for s in existing:
+        if s.config_hash != chash:
+            raise UserError(f"{out}: holds samples from a different config ({s.config_hash} != {chash}); choose another --out")
+    return existing
+
+
+def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
+    """Generate ``cfg.n`` samples per problem into ``cfg.out``; resumes; returns the directory.
+
+    ``backend`` may be a ready backend (e.g. wrapping an already-loaded model) or a zero-argument
+    callable that builds one; it is only called when there is work to do."""
+    t0 = time.time()
+    template = cfg.template_text()
+    problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
+    out = Path(cfg.out)
+    chash = cfg.sample_config_hash()
+    existing = _check_existing(out, chash)
+    done = {s.key for s in existing}
+    if len(done) != len(existing):
+        raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
+    pending = [p for p in problems if any((p.id, i) not in done for i in range(cfg.n))]
+    th = existing[0].template_hash if existing else None
+    written = 0
+    if pending:
+        be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
+        be = be or build_backend(cfg, cfg.model)
+        tok = be.tokenizer
+        th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
+                               instruction=cfg.instruction, system=cfg.system)
+        if th is not None and th != th_now:
+            raise UserError(f"{out}: existing samples used another prompt template ({th} != {th_now}); choose another --out")
+        th = th_now
+        prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
+                                       use_chat_template=cfg.use_chat_template, template=template) for p in pending}
+        ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
+        pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+        shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
+        written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard)
+    elif not out.is_dir():
+        raise UserError(f"{cfg.problems}: no problems to generate")
+    samples = load_samples(out)
+    keys = {s.key for s in samples}
+    want = {(p.id, i) for p in problems for i in range(cfg.n)}
+    if not want <= keys:  # cannot happen unless the backend returned fewer completions than asked
+        raise UserError(f"{out}: {len(want - keys)} samples missing after generation (backend returned too few)")
+    stop = sum(s.finish_reason == "stop" for s in samples)
+    write_manifest(
+        out, stage="generate", config=cfg, started_at=t0,
+        inputs={"problems": cfg.problems if Path(cfg.problems).is_file() else None},
+        counts={"problems": len(problems), "samples": len(samples), "generated_this_run": written,
+                "finish_stop": stop, "finish_length": len(samples) - stop},
+        extra={"model": cfg.model, "backend": cfg.backend, "template_hash": th, "sample_config_hash": chash,
+               "sampling": cfg.sampling_params().__dict__},
+    )
+    return out
+
+
+def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
+         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path) -> int:
+    from tqdm import tqdm
+
+    params = cfg.sampling_params()
+    written = 0
+    with JsonlAppender(shard) as w, tqdm(total=len(pending) * cfg.n, desc=f"generate {Path(cfg.out).name}",
+                                          unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+        for start in range(0, len(pending), cfg.batch_size):
+            batch = pending[start:start + cfg.batch_size]
+            outs = be.generate([prompts[p.id] for p in batch], params)
+            rows = []
+            for p, comps in zip(batch, outs):
+                for idx, c in enumerate(comps[:cfg.n]):
+                    if (p.id, idx) in done:
+                        continue
+                    rows.append(Sample(
+                        problem_id=p.id, sample_idx=idx, model=cfg.model, prompt=prompts[p.id], completion=c.text,
+                        finish_reason=c.finish_reason, prompt_tokens=ntok[p.id], completion_tokens=c.completion_tokens,
+                        template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
+                        reference=p.answer))
+            written += w.write_batch(rows)
+            bar.update(len(batch) * cfg.n)
+    return written

@@ -1,0 +1,144 @@
+"""Grading modes: a registry of ``grader(completion, reference) -> GradeResult`` functions.
+
+Built-in modes (:data:`GRADERS`):
+
+- ``default`` — the last ``\\boxed{}``/``\\fbox{}`` of the completion, compared with math-verify:
+  ``verify(parse(gold), parse("\\boxed{<answer>}"))``. The gold is wrapped in ``$…$`` unless it
+  already starts with ``$`` (OlympiadBench gives ``$69$,$84$``); a plain integer gold is
+  canonicalised first (AIME ``025`` → ``25``, AMC ``27.0`` → ``27``); sentence punctuation at
+  the end of the boxed answer (``\\boxed{42.}``) is dropped, an ellipsis is kept.
+- ``gsm8k`` — the boxed answer if there is a box, else the last number of the completion; commas,
+  ``$`` and ``\\!`` stripped; numeric equality (``Decimal``), so ``2,125`` = ``2125.00``.
+- ``hendrycks`` — the last boxed answer vs the reference under the MATH ``is_equiv`` string
+  normalisation (:mod:`micota.grading.hendrycks`): paper-comparable, misgrades correct answers
+  written differently (``2\\sqrt2`` vs ``\\sqrt8``).
+
+No box (or no number for gsm8k) → ``no_answer``; an empty box → ``empty_box``; both are wrong.
+Graders run inside worker processes (:mod:`micota.grading.pool`), which enforce the hard
+per-item timeout, so math-verify's own signal-based timeouts are switched off here
+(``parsing_timeout=None``, ``timeout_seconds=None``): they only work on a main thread.
+
+Add a mode with ``@register_grader("name")`` on a module-level function (workers import it by
+name, so it must be importable).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Callable
+
+from micota.errors import UserError
+from micota.grading.extract import last_boxed, last_number
+from micota.grading.hendrycks import is_equiv
+
+#: Why a completion was graded right or wrong.
+REASONS = ("match", "mismatch", "no_answer", "empty_box", "parse_error", "timeout", "crashed", "truncated")
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    correct: bool
+    extracted: str | None
+    reason: str  # one of REASONS
+
+
+Grader = Callable[[str, str], GradeResult]
+GRADERS: dict[str, Grader] = {}
+
+#: Benchmark → grading mode (the benchmarks registry owns the authoritative copy).
+DEFAULT_MODE_FOR: dict[str, str] = {
+    "gsm8k": "gsm8k", "math500": "default", "aime24": "default", "aime25": "default",
+    "amc23": "default", "olympiadbench": "default",
+}
+
+
+def register_grader(name: str) -> Callable[[Grader], Grader]:
+    """Decorator: ``@register_grader("mine")`` makes ``mode="mine"`` available everywhere."""
+
+    def deco(fn: Grader) -> Grader:
+        GRADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_grader(mode: str) -> Grader:
+    try:
+        return GRADERS[mode]
+    except KeyError:
+        raise UserError(f"unknown grading mode '{mode}' (choose from {', '.join(sorted(GRADERS))})") from None
+
+
+def mode_for_source(source: str | None) -> str:
+    """The grading mode a benchmark uses (``default`` for anything not listed)."""
+    return DEFAULT_MODE_FOR.get(source or "", "default")
+
+
+def _verdict(ok: bool, extracted: str | None) -> GradeResult:
+    return GradeResult(bool(ok), extracted, "match" if ok else "mismatch")
+
+
+def _boxed_or_reason(completion: str) -> tuple[str | None, GradeResult | None]:
+    box = last_boxed(completion)
+    if box is None:
+        return None, GradeResult(False, None, "no_answer")
+    if not box:
+        return None, GradeResult(False, "", "empty_box")
+    return box, None
+
+
+_TRAILING_PUNCT = re.compile(r"(?<![.\\])[.,;]\s*$")  # "42." but not an ellipsis "3, ..." or "\\,"
+_PLAIN_INT = re.compile(r"\s*(-?)0*(\d+)(?:\.0*)?\s*")
+
+
+def gold_latex(reference: str) -> str:
+    """The reference as math-verify should read it: canonical integer, wrapped in ``$…$``."""
+    m = _PLAIN_INT.fullmatch(reference)
+    ref = f"{m.group(1)}{m.group(2)}" if m else reference.strip()
+    return ref if ref.startswith("$") else f"${ref}$"
+
+
+@register_grader("default")
+def grade_default(completion: str, reference: str) -> GradeResult:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    box, early = _boxed_or_reason(completion)
+    if early:
+        return early
+    cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
+    gold = parse(gold_latex(reference), cfg, parsing_timeout=None)
+    pred = parse("\\boxed{" + _TRAILING_PUNCT.sub("", box) + "}", cfg, parsing_timeout=None)
+    if not gold or not pred:
+        return GradeResult(False, box, "parse_error")
+    return _verdict(verify(gold, pred, timeout_seconds=None), box)
+
+
+def _as_decimal(s: str | None) -> Decimal | None:
+    try:
+        return None if s is None else Decimal(s)
+    except InvalidOperation:
+        return None
+
+
+@register_grader("gsm8k")
+def grade_gsm8k(completion: str, reference: str) -> GradeResult:
+    box = last_boxed(completion)
+    if box == "":
+        return GradeResult(False, "", "empty_box")
+    pred = last_number(completion if box is None else box)
+    if pred is None:
+        return GradeResult(False, box, "no_answer")
+    gold, got = _as_decimal(last_number(reference)), _as_decimal(pred)
+    if gold is None or got is None:
+        return GradeResult(False, pred, "parse_error")
+    return _verdict(gold == got, pred)
+
+
+@register_grader("hendrycks")
+def grade_hendrycks(completion: str, reference: str) -> GradeResult:
+    box, early = _boxed_or_reason(completion)
+    if early:
+        return early
+    return _verdict(is_equiv(box, reference), box)

@@ -1,0 +1,231 @@
+"""Grading in worker processes with a hard per-item timeout.
+
+sympy can take unbounded time (and memory) on some inputs — ``\\boxed{9^{9^{9}}}`` makes it build
+a 370-million-digit integer — and math-verify's own timeouts use ``signal.alarm``, which only works
+on the main thread of the main interpreter. So every grade runs in a worker process:
+
+- a worker is a fresh ``python`` subprocess (no fork of a possibly multi-threaded parent, no
+  re-import of the caller's ``__main__``) talking over two pipes; graders travel by reference
+  (module + name), so a mode must be a module-level function;
+- each worker warms up (one parse + verify) and reports ready before it gets work, so start-up
+  time never counts against an item;
+- the parent hands out one item at a time per worker and waits on the pipes; an item not
+  answered within ``timeout`` seconds is graded wrong with reason ``timeout``, its worker is
+  killed (SIGKILL) and replaced; a worker that dies is replaced and its item graded wrong with
+  reason ``crashed``.
+
+The pool persists between calls (module-level, guarded by a lock), so repeated
+:func:`micota.grading.grade` calls cost one round trip each; calls from several threads are
+served one after another. :func:`shutdown` stops the workers; they also stop at interpreter exit
+or when the parent dies (their pipe closes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Sequence
+
+from micota.grading.modes import GradeResult, Grader
+
+_START_TIMEOUT = 120.0  # seconds a new worker may take to start (python + sympy on a loaded machine)
+_task_ids = itertools.count()
+
+
+def _worker_main(rfd: int, wfd: int) -> None:
+    """Worker loop: receive (task_id, grader, completion, reference), send (task_id, GradeResult)."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
+    from micota.grading.modes import grade_default
+
+    inbox, outbox = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    grade_default("\\boxed{1}", "1")  # warm up sympy / the LaTeX parser before reporting ready
+    outbox.send("ready")
+    while True:
+        try:
+            msg = inbox.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if msg is None:
+            return
+        task_id, grader, completion, reference = msg
+        try:
+            res = grader(completion, reference)
+        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal
+            res = GradeResult(False, None, "parse_error")
+        outbox.send((task_id, res))
+
+
+class _Worker:
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        code = f"from micota.grading.pool import _worker_main; _worker_main({to_child_r}, {from_child_w})"
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path}, start_new_session=True)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.send_conn = Connection(to_child_w, readable=False)
+        self.conn = Connection(from_child_r, writable=False)
+        self.ready = False
+        self.started = time.monotonic()
+        self.task: tuple[int, int, float] | None = None  # (task_id, item index, deadline)
+
+    @property
+    def dead(self) -> bool:
+        return self.conn.closed
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self.proc.kill()
+        self.proc.wait(10)
+        self.send_conn.close()
+        self.conn.close()
+
+    def stop(self) -> None:
+        if self.dead:
+            return
+        try:
+            self.send_conn.send(None)
+            self.proc.wait(2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class GraderPool:
+    """A set of grading worker processes; :meth:`run` grades items with a hard timeout each."""
+
+    def __init__(self) -> None:
+        self._workers: list[_Worker] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def _fresh(self) -> _Worker:
+        return _Worker()
+
+    def run(self, items: Sequence[tuple[Grader, str, str]], *, workers: int, timeout: float,
+            progress: bool = False) -> list[GradeResult]:
+        from tqdm import tqdm
+
+        if not items:
+            return []
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child must not touch its parent's workers
+                self._workers, self._pid = [], os.getpid()
+            for w in self._workers:
+                if w.proc.poll() is not None:  # died while idle since the last call
+                    w.kill()
+            self._workers = [w for w in self._workers if not w.dead]
+            while len(self._workers) < workers:
+                self._workers.append(self._fresh())
+            use = self._workers[:workers]
+            results: list[GradeResult | None] = [None] * len(items)
+            pending = deque(range(len(items)))
+            bar = tqdm(total=len(items), desc="grading", file=sys.stderr, disable=not progress, leave=False)
+            try:
+                while pending or any(w.task for w in use):
+                    for w in use:
+                        if w.ready and w.task is None and pending:
+                            i = pending.popleft()
+                            grader, completion, reference = items[i]
+                            tid = next(_task_ids)
+                            try:
+                                w.send_conn.send((tid, grader, completion, reference))
+                            except OSError:  # died while idle: requeue the item, replace below
+                                pending.appendleft(i)
+                                w.kill()
+                                continue
+                            w.task = (tid, i, time.monotonic() + timeout)
+                    self._replace_dead(use)
+                    now = time.monotonic()
+                    limits = [w.task[2] for w in use if w.task] + [w.started + _START_TIMEOUT for w in use if not w.ready]
+                    ready = wait([w.conn for w in use], timeout=max(0.0, min(limits, default=now + 1.0) - now))
+                    now = time.monotonic()
+                    for w in use:
+                        bar.update(self._collect(w, w.conn in ready, now, results))
+                    self._replace_dead(use)
+            except BaseException:
+                for w in use:  # workers busy with an abandoned item would answer later: drop them
+                    if w.task is not None or not w.ready:
+                        w.kill()
+                self._workers = [w for w in self._workers if not w.dead]
+                raise
+            finally:
+                bar.close()
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _replace_dead(self, use: list[_Worker]) -> None:
+        for k, w in enumerate(use):
+            if w.dead:  # killed or died: replace it in place
+                fresh = self._fresh()
+                self._workers[self._workers.index(w)] = fresh
+                use[k] = fresh
+
+    def _collect(self, w: _Worker, readable: bool, now: float, results: list[GradeResult | None]) -> int:
+        """Handle one worker after a wait; returns how many items it finished (0 or 1)."""
+        if readable:
+            try:
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg == "ready":
+                w.ready = True
+                return 0
+            if msg is None:  # the worker died
+                if not w.ready:
+                    w.kill()
+                    raise RuntimeError("a grading worker process died while starting")
+                return self._fail(w, "crashed", results)
+            tid, res = msg
+            if w.task is not None and w.task[0] == tid:
+                results[w.task[1]] = res
+                w.task = None
+                return 1
+            return 0  # a stale answer to an abandoned item
+        if w.task is not None and now >= w.task[2]:
+            return self._fail(w, "timeout", results)
+        if not w.ready and now >= w.started + _START_TIMEOUT:
+            w.kill()
+            raise RuntimeError(f"a grading worker process did not start within {_START_TIMEOUT:.0f}s")
+        return 0
+
+    @staticmethod
+    def _fail(w: _Worker, reason: str, results: list[GradeResult | None]) -> int:
+        finished = 0
+        if w.task is not None:
+            results[w.task[1]] = GradeResult(False, None, reason)
+            finished = 1
+        w.task = None
+        w.kill()
+        return finished
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if os.getpid() == self._pid:
+                for w in self._workers:
+                    w.stop()
+            self._workers = []
+
+
+POOL = GraderPool()
+atexit.register(POOL.shutdown)
+
+
+def shutdown() -> None:
+    """Stop the grading worker processes (a later grade starts new ones)."""
+    POOL.shutdown()

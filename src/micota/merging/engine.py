@@ -1,0 +1,234 @@
+"""The streaming merge: ``merge(MergeConfig) -> Path``.
+
+1. :func:`micota.merging.plan.make_plan` checks everything (nothing is written before it passes).
+2. Tensors are merged one at a time each, several in parallel (``threads``) while the estimated
+   bytes of the tensors in flight stay under ``max_bytes_in_flight`` (a bigger one runs alone).
+   Each task reads its inputs lazily, merges in the working dtype with torch intra-op threads set
+   to 1 (so results do not depend on the thread count), checks for NaN/Inf and writes the bytes
+   straight into the preallocated output shard.
+3. Randomness. Default: each (tensor, model) mask has its own generator seeded from
+   ``sha256(seed, tensor name, model index)`` — byte-identical output for any ``threads``.
+   ``mergekit_compatible``: one generator seeded once with ``seed`` and tensors merged strictly in
+   sorted-name order (as mergekit 0.1.5's scheduler does), plus mergekit's argsort tie-breaking —
+   byte-identical to ``mergekit-yaml --random-seed N -j 1``.
+4. The output is built in a temporary sibling directory (``micota.io.atomic_dir``) with config,
+   tokenizer and generation config from the base, ``merge_report.json`` and, last,
+   ``manifest.json``; it is renamed to ``out`` only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from micota.errors import UserError
+from micota.io import atomic_dir, atomic_write_json, sha256_file
+from micota.manifest import write_manifest
+from micota.merging.config import MergeConfig, parse_size
+from micota.merging.methods import TensorContext
+from micota.merging.plan import Plan, TensorPlan, make_plan
+from micota.merging.tensorio import ShardedWriter
+
+TOKENIZER_FILES = ["tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+                   "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json"]
+# Test hook: MICOTA_MERGE_FAIL_AFTER_BYTES=N makes the writer fail like a full disk after N bytes.
+FAIL_ENV = "MICOTA_MERGE_FAIL_AFTER_BYTES"
+
+
+def tensor_seed(seed: int, name: str, index: int) -> int:
+    """The default mode's per-(tensor, model) seed: first 63 bits of sha256('seed:name:index')."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:{index}".encode()).digest()[:8], "little") >> 1
+
+
+class _Budget:
+    """Bytes-in-flight bound: ``acquire(n)`` blocks until n more bytes fit (a lone oversize task is let through)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.cv = limit, 0, threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        n = min(n, self.limit)
+        with self.cv:
+            self.cv.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        with self.cv:
+            self.used -= n
+            self.cv.notify_all()
+
+
+def _estimate(plan: Plan, t: TensorPlan, exact_sort: bool) -> int:
+    numel = 1
+    for s in t.shape:
+        numel *= s
+    n = len(plan.inputs)
+    es = t.work.itemsize
+    extra = 12 if exact_sort else 1
+    return numel * (n * es + (n + 4) * es + extra)
+
+
+def _load(plan: Plan, t: TensorPlan) -> list[torch.Tensor]:
+    ts = [inp.weights.read(k) for inp, k in zip(plan.inputs, t.keys)]
+    if t.rows is not None:  # vocabulary policy: truncate, or pad rows from the largest input
+        ref = next(x for x in ts if x.shape[0] >= t.rows)
+        ts = [x[: t.rows] if x.shape[0] >= t.rows else torch.cat([x, ref[x.shape[0]: t.rows]]) for x in ts]
+    return [x.to(t.work) for x in ts]
+
+
+def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter, seed: int, compat: bool,
+               shared_gen: torch.Generator) -> dict[str, Any]:
+    ts = loaded.result()
+    if not t.merge:
+        writer.write(t.name, ts[0])
+        return {}
+    gen = (lambda i: shared_gen) if compat else (lambda i: torch.Generator().manual_seed(tensor_seed(seed, t.name, i)))
+    ctx = TensorContext(t.name, gen, exact_sort=compat)
+    base, models = (ts[0], ts[1:]) if plan.has_base else (None, ts)
+    with torch.no_grad():
+        out = plan.spec.fn(base, models, t.per_model, t.shared, ctx)
+        out = out.to(t.out)
+        if not bool(torch.isfinite(out).all()):
+            raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
+    writer.write(t.name, out)
+    return {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
+            for k, v in ctx.stats.items()}
+
+
+def _hash_inputs(plan: Plan) -> dict[str, Any]:
+    """Per-file sha256 of every input folder plus the folder hash (same recipe as micota.io.sha256_path)."""
+    out: dict[str, Any] = {}
+    for i, inp in enumerate(plan.inputs):
+        files, h = {}, hashlib.sha256()
+        for p in sorted(inp.folder.rglob("*")):
+            rel = p.relative_to(inp.folder)
+            if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+                continue
+            files[str(rel)] = sha256_file(p)
+            h.update(str(rel).encode() + b"\0" + files[str(rel)].encode() + b"\n")
+        key = "base" if plan.has_base and i == 0 else f"model_{i - int(plan.has_base)}"
+        out[key] = {"path": str(inp.folder), "sha256": h.hexdigest(), "files": files}
+    return out
+
+
+def _write_side_files(plan: Plan, tmp: Path) -> None:
+    src = plan.inputs[0]
+    cfg = dict(src.config)
+    cfg["tie_word_embeddings"] = plan.tied_out
+    if plan.vocab_out is not None:
+        cfg["vocab_size"] = plan.vocab_out
+    dtypes = {t.out for t in plan.tensors if t.merge}
+    if len(dtypes) == 1:
+        name = str(next(iter(dtypes))).removeprefix("torch.")
+        cfg["dtype"] = name
+        if "torch_dtype" in cfg:
+            cfg["torch_dtype"] = name
+    atomic_write_json(tmp / "config.json", cfg)
+    for f in TOKENIZER_FILES:
+        if (src.folder / f).is_file():
+            shutil.copyfile(src.folder / f, tmp / f)
+
+
+def merge(cfg: MergeConfig) -> Path:
+    """Merge ``cfg.models`` (onto ``cfg.base``) with ``cfg.method``; returns the output folder."""
+    if cfg.out is None:
+        raise UserError("merge: no output folder given (out)")
+    started = time.time()
+    plan = make_plan(cfg)
+    shard_size = parse_size(cfg.shard_size)
+    budget = _Budget(parse_size(cfg.max_bytes_in_flight))
+    threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, torch.get_num_threads() or 1, _cpus()))
+    hashes: dict[str, Any] = {}
+    hasher = threading.Thread(target=lambda: hashes.update(_hash_inputs(plan)), daemon=True)
+    hasher.start()
+    shared_gen = torch.Generator().manual_seed(cfg.seed)
+    stats: dict[str, Any] = {}
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+            specs = [(t.name, t.out, t.shape) for t in plan.tensors]
+            writer = ShardedWriter(tmp, specs, shard_size, fail_after_bytes=int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None)
+            try:
+                _run(plan, cfg, writer, budget, threads, shared_gen, stats)
+                shards = writer.finish()
+            except OSError as e:
+                raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
+            finally:
+                writer.close()
+            _write_side_files(plan, tmp)
+            hasher.join()
+            report = {
+                "method": cfg.method, "seed": cfg.seed, "mergekit_compatible": cfg.mergekit_compatible,
+                "parameters": cfg.parameters, "models": [m.model_dump() for m in cfg.models], "base": cfg.base,
+                "dtype": cfg.dtype, "out_dtype": cfg.out_dtype, "tie_word_embeddings": plan.tied_out,
+                "vocab_size": plan.vocab_out, "threads": threads, "shards": shards,
+                "wall_s": round(time.time() - started, 3),
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "inputs": hashes, "tensors": stats,
+            }
+            atomic_write_json(tmp / "merge_report.json", report)
+            write_manifest(tmp, stage="merge", config=cfg, started_at=started,
+                           counts={"tensors": len(plan.tensors), "shards": len(shards)},
+                           extra={"inputs": {k: v["sha256"] for k, v in hashes.items()}})
+    finally:
+        torch.set_num_threads(prev_threads)
+    return Path(cfg.out)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run(plan: Plan, cfg: MergeConfig, writer: ShardedWriter, budget: _Budget, threads: int,
+         shared_gen: torch.Generator, stats: dict[str, Any]) -> None:
+    from tqdm import tqdm
+
+    errors: list[BaseException] = []
+    bar = tqdm(total=len(plan.tensors), desc="merge", unit="tensor", file=sys.stderr, disable=None)
+    loaders = ThreadPoolExecutor(max(2, threads), thread_name_prefix="merge-read")
+    workers = ThreadPoolExecutor(threads, thread_name_prefix="merge")
+    futures = []
+    try:
+        for t in plan.tensors:
+            if errors:
+                break
+            need = budget.acquire(_estimate(plan, t, cfg.mergekit_compatible))
+            loaded = loaders.submit(_load, plan, t)
+            fut = workers.submit(_merge_one, plan, t, loaded, writer, cfg.seed, cfg.mergekit_compatible, shared_gen)
+
+            def done(f: Future, need: int = need, name: str = t.name) -> None:
+                budget.release(need)
+                bar.update(1)
+                if f.cancelled():
+                    return
+                if f.exception() is not None:
+                    errors.append(f.exception())
+                else:
+                    stats[name] = f.result()
+            fut.add_done_callback(done)
+            futures.append(fut)
+        for f in futures:
+            if not f.cancelled():
+                f.exception()
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)
+        loaders.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if errors:
+        raise errors[0]
+    stats_sorted = dict(sorted(stats.items()))
+    stats.clear()
+    stats.update(stats_sorted)

@@ -1,0 +1,194 @@
+"""Merge methods: a registry of typed functions, one per method, formula in the docstring.
+
+Semantics, parameter names and defaults follow mergekit 0.1.5 (the reference its YAML files
+assume); the code is ours. Notation: ``b`` base tensor, ``mᵢ`` the other models, task vector
+``δᵢ = mᵢ − b``, per-model ``weight`` wᵢ and ``density`` dᵢ, shared ``lambda`` λ.
+
+Every method has the same call shape::
+
+    fn(base, models, per_model: list[dict], shared: dict, ctx: TensorContext) -> Tensor
+
+``per_model`` holds each model's resolved parameters, ``shared`` the global ones. All arithmetic is
+done in the working dtype of the inputs (``dtype:`` in the config), with the same sequence of
+torch operations as mergekit, so deterministic methods are byte-identical to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from micota.merging import sparsify as sp
+
+MISSING = object()
+
+
+@dataclass
+class TensorContext:
+    """What a method may use besides tensors: the tensor name, a generator factory, a stats sink."""
+
+    name: str
+    generator: Callable[[int], torch.Generator]  # model index -> generator for its random mask
+    exact_sort: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    per_model: dict[str, Any]  # parameter -> default (MISSING = required)
+    shared: dict[str, Any]
+    needs_base: bool = True
+    n_models: tuple[int, int | None] = (1, None)  # (min, max) non-base models
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, per_model: dict[str, Any], shared: dict[str, Any], needs_base: bool = True,
+             n_models: tuple[int, int | None] = (1, None)) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        METHODS[name] = MethodSpec(name, fn, per_model, shared, needs_base, n_models)
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------- generalized task arithmetic
+def _task_arithmetic_family(base: torch.Tensor, models: list[torch.Tensor], per_model: list[dict], shared: dict,
+                            ctx: TensorContext, *, sparsifier: str | None, consensus: bool) -> torch.Tensor:
+    """``b + λ·Σᵢ wᵢ·S(δᵢ)·cᵢ / D`` — S a sparsifier, cᵢ the sign-consensus mask, D the normalizer."""
+    deltas, kept, norms = [], [], []
+    for i, (m, p) in enumerate(zip(models, per_model)):
+        d = m - base
+        norms.append(float(torch.linalg.vector_norm(d, dtype=torch.float32)))
+        k = d.numel()
+        if sparsifier == "magnitude":
+            d, k = sp.magnitude(d, p["density"], shared["rescale"], exact_sort=ctx.exact_sort)
+        elif sparsifier == "random":
+            d, k = sp.bernoulli(d, p["density"], shared["rescale"], ctx.generator(i))
+        elif sparsifier == "magnitude_outliers":
+            d, k = sp.magnitude_outliers(d, p["density"], shared["rescale"], p["gamma"], exact_sort=ctx.exact_sort)
+        elif sparsifier == "della":
+            d, k = sp.della_magprune(d, p["density"], shared["rescale"], ctx.generator(i), p["epsilon"])
+        deltas.append(d)
+        kept.append(k / max(1, d.numel()))
+    ctx.stats.update(delta_norm=norms, kept_fraction=kept)
+    stacked = deltas[0].unsqueeze(0) if len(deltas) == 1 else torch.stack(deltas)
+    del deltas
+    weights = torch.tensor([p["weight"] for p in per_model], dtype=stacked.dtype)
+    weights = weights.reshape((len(per_model),) + (1,) * base.dim())
+    stacked.mul_(weights)
+    if consensus:
+        majority = torch.where(stacked.sum(dim=0) >= 0, 1, -1).to(base.dtype)
+        mask = stacked.sign() == majority
+        mixed = (stacked * mask).sum(dim=0)
+        divisor = (weights * mask).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = stacked.sum(dim=0)
+        divisor = weights.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    if shared["normalize"]:
+        mixed /= divisor
+    if shared["lambda"] != 1:
+        mixed *= shared["lambda"]
+    return (base + mixed).to(base.dtype)
+
+
+def _gta_params(normalize: bool, rescale: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return dict(per_model={"weight": MISSING, "density": 1.0, **(extra or {})},
+                shared={"normalize": normalize, "rescale": rescale, "lambda": 1.0, "int8_mask": False})
+
+
+@register("task_arithmetic", **_gta_params(False, False))
+def task_arithmetic(base, models, per_model, shared, ctx):
+    """Task arithmetic: ``b + λ·Σᵢ wᵢδᵢ`` (÷ Σᵢwᵢ if ``normalize``)."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier=None, consensus=False)
+
+
+@register("ties", **_gta_params(True, False))
+def ties(base, models, per_model, shared, ctx):
+    """TIES: trim δᵢ to its top-dᵢ |δ|; elect sign s = sgn Σᵢ wᵢδ̃ᵢ; ``b + λ·Σᵢ wᵢδ̃ᵢ[sgn = s] / Σᵢ wᵢ[sgn = s]``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="magnitude", consensus=True)
+
+
+@register("dare_ties", **_gta_params(False, True))
+def dare_ties(base, models, per_model, shared, ctx):
+    """DARE-TIES: δ̃ᵢ = mᵢ⊙δᵢ·‖δᵢ‖₁/‖mᵢ⊙δᵢ‖₁, mᵢ ~ Bernoulli(dᵢ); sign election as TIES; ``b + λ·Σᵢ wᵢδ̃ᵢ[sgn = s]``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="random", consensus=True)
+
+
+@register("dare_linear", **_gta_params(False, True))
+def dare_linear(base, models, per_model, shared, ctx):
+    """DARE linear: δ̃ᵢ as DARE-TIES, no sign election: ``b + λ·Σᵢ wᵢδ̃ᵢ``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="random", consensus=False)
+
+
+@register("breadcrumbs", **_gta_params(False, False, {"gamma": 0.01}))
+def breadcrumbs(base, models, per_model, shared, ctx):
+    """Model Breadcrumbs: drop the γ largest and the smallest |δᵢ|, keep dᵢ; ``b + λ·Σᵢ wᵢδ̃ᵢ``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="magnitude_outliers", consensus=False)
+
+
+@register("breadcrumbs_ties", **_gta_params(False, False, {"gamma": 0.01}))
+def breadcrumbs_ties(base, models, per_model, shared, ctx):
+    """Breadcrumbs with TIES sign election: δ̃ᵢ as breadcrumbs; ``b + λ·Σᵢ wᵢδ̃ᵢ[sgn = s]``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="magnitude_outliers", consensus=True)
+
+
+@register("della", **_gta_params(True, True, {"epsilon": 0.15}))
+def della(base, models, per_model, shared, ctx):
+    """DELLA: rank-dependent Bernoulli keep p = dᵢ − ε + 2ε·rank_norm, L1 rescale, sign election, ÷ Σᵢ wᵢ[sgn = s]."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="della", consensus=True)
+
+
+@register("della_linear", **_gta_params(False, True, {"epsilon": 0.15}))
+def della_linear(base, models, per_model, shared, ctx):
+    """DELLA linear: δ̃ᵢ as DELLA, no sign election: ``b + λ·Σᵢ wᵢδ̃ᵢ``."""
+    return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="della", consensus=False)
+
+
+# ---------------------------------------------------------------- linear and slerp
+@register("linear", per_model={"weight": MISSING}, shared={"normalize": True}, needs_base=False)
+def linear(base, models, per_model, shared, ctx):
+    """Linear: ``Σᵢ wᵢ·mᵢ`` (÷ Σᵢwᵢ if ``normalize``), accumulated in float32 (float64 for float64).
+
+    ``base`` is unused; when a base model is configured it is one of ``models`` (mergekit does so).
+    """
+    first = models[0]
+    acc_dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
+    w = torch.tensor([p["weight"] for p in per_model], dtype=acc_dtype)
+    out = torch.zeros_like(first, dtype=acc_dtype)
+    coef_shape = (1,) * first.dim()
+    for m, c in zip(models, w.unbind(0)):
+        out.addcmul_(m, c.reshape(coef_shape))
+    if shared["normalize"]:
+        out.div_(w.sum().reshape(coef_shape))
+    ctx.stats.update(delta_norm=[], kept_fraction=[])
+    return out.to(first.dtype)
+
+
+@register("slerp", per_model={}, shared={"t": MISSING}, n_models=(1, 1))
+def slerp(base, models, per_model, shared, ctx):
+    """SLERP per tensor: θ = arccos(⟨b/‖b‖, m/‖m‖⟩); ``sin((1−t)θ)/sin θ·b + sin(tθ)/sin θ·m``.
+
+    Falls back to lerp ``(1−t)·b + t·m`` when |cos θ| > 0.9995. float32 math (float64 for float64).
+    """
+    t = float(shared["t"])
+    dt = torch.float64 if base.dtype == torch.float64 else torch.float32
+    a, b = base.reshape(-1).to(dt), models[0].reshape(-1).to(dt)
+    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+    na = na if na > 1e-8 else torch.ones((), dtype=dt)
+    nb = nb if nb > 1e-8 else torch.ones((), dtype=dt)
+    dot = float(((a / na) * (b / nb)).sum().clamp(-1, 1))
+    ctx.stats.update(delta_norm=[float(torch.linalg.vector_norm(b - a))], kept_fraction=[1.0], cos=dot)
+    if a.numel() == 0 or abs(dot) > 0.9995:
+        ca, cb = 1 - t, t
+    else:
+        theta = torch.acos(torch.tensor(dot, dtype=dt))
+        s = torch.sin(theta)
+        ca, cb = float(torch.sin((1 - t) * theta) / s), float(torch.sin(t * theta) / s)
+    return (ca * a + cb * b).reshape(base.shape).to(base.dtype)

@@ -1,0 +1,223 @@
+"""Streaming safetensors IO: lazy per-tensor reads and a preallocated sharded writer.
+
+- :class:`ModelWeights` indexes a model folder's ``*.safetensors`` shards by parsing each header
+  (strictly: a truncated or corrupted header, an unknown dtype or out-of-file offsets are a
+  :class:`UserError` naming the file) and reads ONE tensor at a time with ``readinto`` straight into
+  a fresh torch buffer — a whole model is never resident. Pickle ``.bin`` checkpoints are refused
+  unless ``allow_pickle`` (then loaded with ``torch.load(mmap=True, weights_only=True)``).
+- :class:`ShardedWriter` knows every output tensor's name, dtype and shape up front, so it writes
+  each shard's header first and then each tensor's bytes at its final offset (``os.pwrite``) in any
+  order, from any thread. Shards follow HF naming (``model-00001-of-00002.safetensors``) with
+  ``model.safetensors.index.json``. Output bytes depend only on the tensors, not on write order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from micota.errors import UserError
+from micota.io import atomic_write_json
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in file
+    nbytes: int
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and validate one safetensors file's header (no tensor data is read)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path}: truncated safetensors file (no header length)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER or 8 + n > size:
+            raise UserError(f"{path}: corrupted or truncated safetensors header (header length {n}, file size {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: corrupted safetensors header ({e})") from None
+    data_start, data_len = 8 + n, size - 8 - n
+    out: dict[str, TensorInfo] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES[meta["dtype"]]
+            shape = tuple(int(s) for s in meta["shape"])
+            b, e = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{path}: corrupted safetensors header entry for {name!r}") from None
+        numel = 1
+        for s in shape:
+            numel *= s
+        if not (0 <= b <= e <= data_len) or e - b != numel * torch.empty((), dtype=dtype).element_size():
+            raise UserError(f"{path}: tensor {name!r} lies outside the file or has the wrong size (truncated file?)")
+        out[name] = TensorInfo(name, path, dtype, shape, data_start + b, e - b)
+    return out
+
+
+class ModelWeights:
+    """Lazy, thread-safe view of one model folder's weights (tensor name -> bytes on disk)."""
+
+    def __init__(self, folder: str | os.PathLike, *, allow_pickle: bool = False):
+        self.folder = Path(folder)
+        self.infos: dict[str, TensorInfo] = {}
+        self._pickled: dict[str, torch.Tensor] | None = None
+        files = sorted(self.folder.glob("*.safetensors"))
+        if files:
+            for f in files:
+                for name, info in read_header(f).items():
+                    if name in self.infos:
+                        raise UserError(f"{self.folder}: tensor {name!r} appears in two shards")
+                    self.infos[name] = info
+            return
+        pickled = sorted(p for p in self.folder.glob("*.bin") if "training_args" not in p.name)
+        if not pickled:
+            raise UserError(f"{self.folder}: no *.safetensors weights found")
+        if not allow_pickle:
+            raise UserError(f"{self.folder}: only pickle weights ({pickled[0].name}); pickle can run code on load — pass --allow-pickle if you trust it")
+        self._pickled = {}
+        for p in pickled:
+            try:
+                sd = torch.load(p, map_location="cpu", mmap=True, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable pickle is bad input
+                raise UserError(f"{p}: cannot read pickle checkpoint ({type(e).__name__})") from None
+            for k, v in sd.items():
+                self._pickled[k] = v
+                self.infos[k] = TensorInfo(k, p, v.dtype, tuple(v.shape), 0, v.numel() * v.element_size())
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({i.file for i in self.infos.values()})
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.infos
+
+    def read(self, name: str) -> torch.Tensor:
+        """Read one tensor into a new, writable CPU tensor."""
+        info = self.infos[name]
+        if self._pickled is not None:
+            return self._pickled[name].clone()
+        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        with open(info.file, "rb", buffering=0) as f:
+            f.seek(info.start)
+            view, got = memoryview(buf.numpy()), 0
+            while got < info.nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise UserError(f"{info.file}: truncated while reading tensor {name!r}")
+                got += n
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        return buf.view(info.dtype).reshape(info.shape)
+
+
+def _shard_names(n: int) -> list[str]:
+    if n == 1:
+        return ["model.safetensors"]
+    return [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+
+
+class ShardedWriter:
+    """Write known tensors into size-bounded safetensors shards, in any order, thread-safely.
+
+    ``fail_after_bytes`` (test hook) raises ``OSError`` once that many tensor bytes were written,
+    simulating a disk that fills up midway.
+    """
+
+    def __init__(self, out_dir: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]], shard_size: int,
+                 fail_after_bytes: int | None = None):
+        self.out_dir = out_dir
+        shards: list[list[tuple[str, torch.dtype, tuple[int, ...], int]]] = [[]]
+        used = 0
+        for name, dtype, shape in specs:
+            nbytes = torch.empty((), dtype=dtype).element_size()
+            for s in shape:
+                nbytes *= s
+            if shards[-1] and used + nbytes > shard_size:
+                shards.append([])
+                used = 0
+            shards[-1].append((name, dtype, shape, nbytes))
+            used += nbytes
+        self.names = _shard_names(len(shards))
+        self.where: dict[str, tuple[int, int, int]] = {}  # name -> (shard, abs offset, nbytes)
+        self._fds: list[int] = []
+        self.total = 0
+        for si, (fname, entries) in enumerate(zip(self.names, shards)):
+            header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+            off = 0
+            for name, dtype, shape, nbytes in entries:
+                header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [off, off + nbytes]}
+                off += nbytes
+            hb = json.dumps(header, separators=(",", ":")).encode()
+            hb += b" " * (-len(hb) % 8)
+            fd = os.open(out_dir / fname, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            self._fds.append(fd)
+            os.pwrite(fd, struct.pack("<Q", len(hb)) + hb, 0)
+            os.ftruncate(fd, 8 + len(hb) + off)
+            base = 8 + len(hb)
+            for name, _, _, nbytes in entries:
+                self.where[name] = (si, base + int(header[name]["data_offsets"][0]), nbytes)
+            self.total += off
+        self._lock = threading.Lock()
+        self._written = 0
+        self._fail_after = fail_after_bytes
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        si, off, nbytes = self.where[name]
+        data = tensor.contiguous().view(-1).view(torch.uint8).numpy() if tensor.numel() else b""
+        if len(data) != nbytes:
+            raise RuntimeError(f"{name}: writer expected {nbytes} bytes, got {len(data)}")
+        with self._lock:
+            self._written += nbytes
+            if self._fail_after is not None and self._written > self._fail_after:
+                raise OSError(28, "No space left on device (simulated)")
+        mv, done = memoryview(data), 0
+        while done < nbytes:
+            done += os.pwrite(self._fds[si], mv[done:], off + done)
+
+    def finish(self) -> list[str]:
+        """fsync and close every shard; write the index when sharded. Returns the shard file names."""
+        for fd in self._fds:
+            os.fsync(fd)
+            os.close(fd)
+        self._fds = []
+        if len(self.names) > 1:
+            weight_map = {name: self.names[si] for name, (si, _, _) in sorted(self.where.items())}
+            atomic_write_json(self.out_dir / "model.safetensors.index.json",
+                              {"metadata": {"total_size": self.total}, "weight_map": weight_map})
+        return self.names
+
+    def close(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []

@@ -1,0 +1,142 @@
+"""The pipeline file: models, data, variants and stages, validated with the YAML key named.
+
+::
+
+    name: miniature
+    out: runs/miniature              # default output root (``micota run --out`` wins)
+    models: {student: "${pretrain}/student"}
+    data:   {train: "${world}/problems/train.jsonl"}
+    variants: {long: "${teacher_filter}", mid: "${mid_filter}"}
+    launcher: {type: accelerate, config_file: ..., num_processes: 8}   # default for train stages
+    stages:
+      teacher_filter: {kind: filter, inputs: {samples: "${teacher_gen}"}, max_tokens: 16000}
+      student_sft:    {kind: train, foreach: variants, inputs: {data: "${variant}", base: "${models.student}"}}
+      student_eval:   {kind: eval, foreach: variants, inputs: {model: "${student_sft}"}}
+
+A stage has reserved keys ``kind``, ``inputs`` (config fields that reference other stages),
+``foreach`` (``variants``: one instance per variant, named ``stage.variant``), ``launcher`` and
+``after`` (extra ordering dependencies); every other key is a field of the kind's config class.
+``stages`` may also be a list of mappings with a ``name`` key.
+
+References (resolved by :mod:`micota.pipeline.planner`):
+``${models.X}``, ``${data.X}`` (text substitution), ``${variant}`` / ``${variant_name}`` (in a
+``foreach`` stage), ``${stage}`` or ``${stage}/sub/path`` (that stage's output directory; inside a
+``foreach`` stage a ``foreach`` stage resolves to the same variant's instance),
+``${stage.variant}`` (one instance) and a whole value ``${stage.*}`` (mapping variant -> directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from micota.config import format_validation_error, load_yaml
+from micota.errors import UserError
+
+RESERVED = ("kind", "inputs", "foreach", "launcher", "after", "description", "name")
+REF = re.compile(r"\$\{([^}]+)\}")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class LauncherSpec(BaseModel):
+    """How a launchable stage (training) is started. ``python``: in the runner's process;
+    ``torchrun``/``accelerate``: a subprocess ``<launcher> -m micota.pipeline.exec KIND CONFIG``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["python", "torchrun", "accelerate"] = Field("python", description="launcher program")
+    num_processes: int = Field(1, ge=1, description="processes per machine (GPUs per node)")
+    num_machines: int = Field(1, ge=1, description="nodes (multi-node runs also need args for the rendezvous)")
+    config_file: str | None = Field(None, description="accelerate config file (e.g. the shipped DeepSpeed ZeRO-3 one)")
+    args: list[str] = Field(default_factory=list, description="extra launcher arguments")
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    foreach: Literal["variants"] | None = None
+    launcher: LauncherSpec | None = None
+    after: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="pipeline name")
+    description: str = ""
+    out: str | None = Field(None, description="default output root")
+    models: dict[str, str] = Field(default_factory=dict)
+    data: dict[str, str] = Field(default_factory=dict)
+    variants: dict[str, str] = Field(default_factory=dict)
+    launcher: LauncherSpec | None = None
+    stages: list[StageSpec]
+    source: str | None = Field(None, exclude=True)
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise UserError(f"no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+
+def _stage_from_mapping(name: str, body: Any, where: str) -> StageSpec:
+    if not isinstance(body, dict):
+        raise UserError(f"{where}: expected a mapping with a 'kind' key")
+    if not NAME.match(name):
+        raise UserError(f"{where}: stage name {name!r} must be letters, digits, '_' or '-'")
+    if "kind" not in body:
+        raise UserError(f"{where}.kind: field required")
+    reserved = {k: v for k, v in body.items() if k in RESERVED and k != "name"}
+    params = {k: v for k, v in body.items() if k not in RESERVED}
+    clash = sorted(set(params) & set(reserved.get("inputs") or {}))
+    if clash:
+        raise UserError(f"{where}.{clash[0]}: given both as a parameter and in inputs")
+    try:
+        return StageSpec.model_validate({"name": name, **reserved, "params": params})
+    except ValidationError as e:
+        raise UserError(format_validation_error(e, prefix=where)) from None
+
+
+def parse_pipeline(data: dict[str, Any], *, source: str | None = None) -> PipelineSpec:
+    """Validate a pipeline mapping (stage fields are checked later, against their kind's config)."""
+    raw_stages = data.get("stages")
+    if raw_stages is None:
+        raise UserError("stages: field required")
+    stages: list[StageSpec] = []
+    if isinstance(raw_stages, dict):
+        for name, body in raw_stages.items():
+            stages.append(_stage_from_mapping(str(name), body, f"stages.{name}"))
+    elif isinstance(raw_stages, list):
+        for i, body in enumerate(raw_stages):
+            if not isinstance(body, dict) or "name" not in body:
+                raise UserError(f"stages.{i}.name: field required")
+            stages.append(_stage_from_mapping(str(body["name"]), body, f"stages.{body['name']}"))
+    else:
+        raise UserError("stages: expected a mapping of stage name -> stage, or a list of stages")
+    seen: set[str] = set()
+    for s in stages:
+        if s.name in seen:
+            raise UserError(f"stages.{s.name}: duplicate stage name")
+        seen.add(s.name)
+    rest = {k: v for k, v in data.items() if k != "stages"}
+    try:
+        spec = PipelineSpec.model_validate({**rest, "stages": []})
+    except ValidationError as e:
+        raise UserError(format_validation_error(e)) from None
+    spec.stages = stages
+    spec.source = source
+    for s in stages:
+        if s.foreach == "variants" and not spec.variants:
+            raise UserError(f"stages.{s.name}.foreach: the pipeline declares no variants")
+    return spec
+
+
+def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
+    path = Path(path)
+    return parse_pipeline(load_yaml(path), source=str(path))
