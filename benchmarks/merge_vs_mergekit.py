@@ -61,15 +61,13 @@ def main() -> None:
     ap.add_argument("--methods", default="dare_ties,ties")
     args = ap.parse_args()
 
-    from micota.merging.synth import QWEN25_05B, make_pair
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
-    shape = dict(QWEN25_05B)
-    if args.quick:
-        shape.update(layers=4, vocab=32000)
+    shape = "dict(QWEN25_05B, layers=4, vocab=32000)" if args.quick else "QWEN25_05B"
     if not (work / "base" / "config.json").is_file():
+        # generated in a child so this (forking) parent stays small and does not inflate children's RSS
         t = time.perf_counter()
-        make_pair(work, arch="qwen2", dtype="bfloat16", noise=0.002, **shape)
+        subprocess.run([PY, "-c", "from micota.merging.synth import QWEN25_05B, make_pair; "
+                        f"make_pair({str(work)!r}, arch='qwen2', dtype='bfloat16', noise=0.002, **{shape})"], check=True)
         print(f"generated pair in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     base, ft = work / "base", work / "ft0"
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))

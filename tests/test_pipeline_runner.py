@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -81,9 +82,9 @@ def test_change_one_parameter_reruns_that_stage_and_dependants_only(tmp_path, ti
     assert json.loads((d2["gen_b"] / "manifest.json").read_text())["counts"]["generated_this_run"] == 4
 
 
-def test_kill_mid_stage_then_rerun_resumes_and_matches_uninterrupted(tmp_path, tiny_model_dir, cli):
+def test_kill_mid_stage_then_rerun_resumes_and_matches_uninterrupted(tmp_path, tiny_model_dir):
     ref = _pipeline(tmp_path, tiny_model_dir, n_b=16, tokens_b=32, batch=1, out="ref")
-    assert cli("run", str(ref)).returncode == 0
+    run_pipeline(ref)
     p = _pipeline(tmp_path, tiny_model_dir, n_b=16, tokens_b=32, batch=1, out="work")
     proc = subprocess.Popen([sys.executable, "-m", "micota", "run", str(p)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=os.environ.copy())
@@ -104,15 +105,15 @@ def test_kill_mid_stage_then_rerun_resumes_and_matches_uninterrupted(tmp_path, t
     stamp_a = _manifest_stamp(gen_a)
     partial = killed_in.joinpath(next(iter(p.name for p in killed_in.glob("samples-*.jsonl")))).read_bytes().count(b"\n")
 
-    dry = cli("run", str(p), "--dry-run")
-    assert dry.returncode == 0
-    assert "gen_a" in dry.stderr and "resume" in dry.stderr
-    r = cli("run", str(p))
-    assert r.returncode == 0, r.stderr
+    dry = {i.name: i.status for i in make_plan(load_pipeline(p)).instances}
+    assert dry == {"gen_a": "cached", "gen_b": "resume", "report": "run"}
+    run_pipeline(p)
     assert _manifest_stamp(gen_a) == stamp_a  # finished stage not recomputed
     man = json.loads((killed_in / "manifest.json").read_text())
     assert man["counts"]["generated_this_run"] == 16 - partial  # resumed, not restarted
-    assert (out / "results.json").read_bytes() == (tmp_path / "ref" / "results.json").read_bytes()
+    got, want = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "ref"))
+    src_dirs = [{k: sorted({Path(f).parent.name for f in v["files"]}) for k, v in r.pop("sources").items()} for r in (got, want)]
+    assert got == want and src_dirs[0] == src_dirs[1]  # same numbers, from the same keyed stage directories
 
 
 def test_dry_run_reasons_and_yaml_errors_name_the_key(tmp_path, tiny_model_dir, cli):
@@ -169,3 +170,47 @@ def test_foreach_variants_expand_and_match_siblings(tmp_path, tiny_model_dir):
     assert rep.config.evals == {"long": str(plan.get("gen.long").dir), "short": str(plan.get("gen.short").dir)}
     assert names.index("report") > names.index("gen.short")
     assert set(plan.get("gen2.long").deps) == {"gen.long", "gen.short"}
+
+
+def check_report_traces(out: Path) -> None:
+    """Every number in results.json has a source (stage output files that exist); every number in
+    REPORT.md's tables is one of results.json's numbers as the report formats them."""
+    from micota.report.render import fmt
+
+    res = json.loads((out / "results.json").read_text())
+    sources = res["sources"]
+    values: set[str] = set()
+
+    def walk(x, path):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(x, list):
+            for v in x:  # the claims list is keyed by claim id
+                walk(v, f"{path}.{v['id']}" if isinstance(v, dict) and "id" in v else path)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            values.add(fmt(x))
+            keys = [k for k in sources if path == k or path.startswith(k + ".")]
+            assert keys, f"{path}: no source"
+            for f in sources[max(keys, key=len)]["files"]:
+                assert (out / f).is_file() and (out / f).parent.joinpath("manifest.json").is_file(), f
+
+    walk({k: v for k, v in res.items() if k != "sources"}, "")
+    for table in (out / "REPORT.md").read_text().split("\n\n"):
+        rows = [r for r in table.splitlines() if r.startswith("|")][2:]  # skip header and rule
+        for row in rows:
+            for num in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", re.sub(r"\(\w+\)", "", row)):
+                assert num in values, f"REPORT.md number {num} not in results.json ({row})"
+
+
+def test_report_numbers_trace_to_stage_outputs(tmp_path, tiny_model_dir):
+    p = _pipeline(tmp_path, tiny_model_dir)
+    plan = run_pipeline(p)
+    check_report_traces(plan.out)
+    res = json.loads((plan.out / "results.json").read_text())
+    assert [c["id"] for c in res["claims"]] == ["i", "ii", "iii"]
+    assert all(c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in res["claims"])
+    # recount one accuracy independently from its source file
+    src = res["sources"]["variants.mid.b"]["files"][0]
+    rows = [json.loads(x) for x in (plan.out / src).read_text().splitlines()]
+    assert res["variants"]["mid"]["b"]["n"] == len({r["problem_id"] for r in rows})

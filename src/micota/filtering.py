@@ -132,7 +132,8 @@ def filter_samples(cfg: FilterConfig) -> Path:
             chosen = [min(cands, key=lambda s: (s.completion_tokens, s.sample_idx))]
         else:
             chosen = cands
-        reasons["not_selected"] += len(cands) - len(chosen)
+        if len(cands) > len(chosen):
+            reasons["not_selected"] += len(cands) - len(chosen)
         kept.extend(chosen)
     if not kept:
         raise UserError(f"{cfg.samples}: no sample survived filtering ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")

@@ -1,7 +1,8 @@
 """Build a typer command from a :class:`micota.config.StageConfig`.
 
 The config's fields become the flags (``max_new_tokens`` -> ``--max-new-tokens``; bools get
-``--x/--no-x``; lists are comma-separated; Literal fields list their choices in the help), plus
+``--x/--no-x``; ``Field(json_schema_extra={"cli_flag": "name"})`` renames a flag; lists are
+comma-separated; Literal fields list their choices in the help), plus
 ``--config FILE.yaml`` whose keys are the same field names. Precedence: flags > YAML > defaults.
 So one class is the Python API, the CLI and the YAML schema, as TRL does with its dataclasses.
 """
@@ -94,7 +95,8 @@ def config_command(
         cli_t, suffix, conv = _cli_type(f.annotation)
         converters[fname] = conv
         default_txt = "" if f.is_required() else f" [default: {f.get_default(call_default_factory=True)!r}]"
-        decl = [f"{_flag(fname)}/--no-{fname.replace('_', '-')}"] if cli_t is bool else [_flag(fname)]
+        flag = ((f.json_schema_extra if isinstance(f.json_schema_extra, dict) else None) or {}).get("cli_flag", fname)
+        decl = [f"{_flag(flag)}/--no-{flag.replace('_', '-')}"] if cli_t is bool else [_flag(flag)]
         params.append(
             inspect.Parameter(
                 fname,

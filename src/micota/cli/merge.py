@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         out_dtype: Optional[str] = typer.Option(None, help="Output dtype."),
         threads: Optional[int] = typer.Option(None, help="Tensors merged in parallel (0 = auto)."),
         shard_size: Optional[str] = typer.Option(None, help="Max output shard size [default: 5GB]."),
-        max_bytes_in_flight: Optional[str] = typer.Option(None, help="Memory bound for tensors in flight [default: 1GB]."),
+        max_bytes_in_flight: Optional[str] = typer.Option(None, help="Memory bound for tensors in flight [default: 512MB]."),
         mergekit_compatible: Optional[bool] = typer.Option(None, "--mergekit-compatible/--no-mergekit-compatible", help="Byte-identical to mergekit-yaml --random-seed N -j 1."),
         embed_policy: Optional[str] = typer.Option(None, help="Vocabulary mismatch: error|truncate|pad."),
         allow_pickle: Optional[bool] = typer.Option(None, "--allow-pickle/--no-allow-pickle", help="Allow pickle .bin checkpoints."),

@@ -48,7 +48,8 @@ class GenerationOptions(StageConfig):
     data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files (else $MICOTA_DATA_DIR, ../shared/data/benchmarks, the hub).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Instruction appended to each problem.")
     system: str | None = Field(None, description="System message (default: none, or the chat template's own).")
-    use_chat_template: bool = Field(True, description="Render with the model's chat template (--no-use-chat-template for base models).")
+    use_chat_template: bool = Field(True, description="Render with the model's chat template (--no-chat-template for base models: plain text).",
+                                    json_schema_extra={"cli_flag": "chat_template"})
     template: Path | None = Field(None, description="A .jinja chat template file overriding the tokenizer's.")
     dtype: str = Field("auto", description="auto (bf16 on supporting GPUs, fp32 on CPU), bfloat16, float16, float32.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
@@ -152,6 +153,8 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
         pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
         out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob(SHARD_GLOB):
+            JsonlAppender(old).close()  # truncates a torn last line left by a killed run
         (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
         shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
         written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard)

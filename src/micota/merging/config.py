@@ -39,7 +39,7 @@ class MergeConfig(StageConfig):
     seed: int = Field(0, description="Seed for random masks (dare_*, della*).")
     threads: int = Field(0, description="Tensors merged in parallel (0 = number of CPUs, at most 4).")
     shard_size: str = Field("5GB", description="Maximum output shard size in bytes (suffixes K, M, G, e.g. 5GB, 100M).")
-    max_bytes_in_flight: str = Field("1GB", description="Memory bound for tensors being merged at once (a bigger tensor runs alone).")
+    max_bytes_in_flight: str = Field("512MB", description="Memory bound for tensors being merged at once (a bigger tensor runs alone).")
     mergekit_compatible: bool = Field(False, description="Replay mergekit's random stream and tie-breaking (sequential; byte-identical to mergekit-yaml --random-seed N -j 1).")
     embed_policy: Literal["error", "truncate", "pad"] = Field("error", description="Vocabulary-size mismatch: error, truncate to the smallest, or pad to the largest.")
     allow_pickle: bool = Field(False, description="Allow pickle .bin checkpoints (they can run code on load).")

@@ -52,21 +52,24 @@ def tensor_seed(seed: int, name: str, index: int) -> int:
 
 
 class _Budget:
-    """Bytes-in-flight bound: ``acquire(n)`` blocks until n more bytes fit (a lone oversize task is let through)."""
+    """In-flight bound: ``acquire(n)`` blocks until n more bytes fit and fewer than ``max_tasks`` tensors
+    are in flight (reading ahead further only costs memory). A lone oversize tensor is let through."""
 
-    def __init__(self, limit: int):
-        self.limit, self.used, self.cv = limit, 0, threading.Condition()
+    def __init__(self, limit: int, max_tasks: int):
+        self.limit, self.max_tasks, self.used, self.tasks, self.cv = limit, max_tasks, 0, 0, threading.Condition()
 
     def acquire(self, n: int) -> int:
         n = min(n, self.limit)
         with self.cv:
-            self.cv.wait_for(lambda: self.used + n <= self.limit)
+            self.cv.wait_for(lambda: self.used + n <= self.limit and self.tasks < self.max_tasks)
             self.used += n
+            self.tasks += 1
         return n
 
     def release(self, n: int) -> None:
         with self.cv:
             self.used -= n
+            self.tasks -= 1
             self.cv.notify_all()
 
 
@@ -76,8 +79,9 @@ def _estimate(plan: Plan, t: TensorPlan, exact_sort: bool) -> int:
         numel *= s
     n = len(plan.inputs)
     es = t.work.itemsize
-    extra = 12 if exact_sort else 1
-    return numel * (n * es + (n + 4) * es + extra)
+    if n == 2 and not exact_sort:  # the in-place single-model path: base + δ + a bool mask
+        return numel * (2 * es + 1)
+    return numel * (n * es + (n + 4) * es + (12 if exact_sort else 1))
 
 
 def _load(plan: Plan, t: TensorPlan) -> list[torch.Tensor]:
@@ -100,11 +104,22 @@ def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter,
     with torch.no_grad():
         out = plan.spec.fn(base, models, t.per_model, t.shared, ctx)
         out = out.to(t.out)
-        if not bool(torch.isfinite(out).all()):
+        if not _all_finite(out):
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
     writer.write(t.name, out)
     return {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
             for k, v in ctx.stats.items()}
+
+
+_EXP = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
+        torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf: no element has an all-ones exponent (checked on the bits, chunk by chunk)."""
+    view, exp = _EXP[t.dtype]
+    flat = t.reshape(-1).view(view)
+    return not any(bool(((c & exp) == exp).any()) for c in flat.split(1 << 22))
 
 
 def _hash_inputs(plan: Plan) -> dict[str, Any]:
@@ -148,8 +163,8 @@ def merge(cfg: MergeConfig) -> Path:
     started = time.time()
     plan = make_plan(cfg)
     shard_size = parse_size(cfg.shard_size)
-    budget = _Budget(parse_size(cfg.max_bytes_in_flight))
-    threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, torch.get_num_threads() or 1, _cpus()))
+    threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, _cpus()))
+    budget = _Budget(parse_size(cfg.max_bytes_in_flight), max_tasks=threads + 2)
     hashes: dict[str, Any] = {}
     hasher = threading.Thread(target=lambda: hashes.update(_hash_inputs(plan)), daemon=True)
     hasher.start()

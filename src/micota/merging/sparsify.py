@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 EPS = 1e-7
-_CHUNK = 1 << 23
+CHUNK = 1 << 22
+_CHUNK = CHUNK
 _INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
              torch.float64: torch.int64}
 
@@ -40,32 +41,44 @@ def _rescaled(d: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tenso
     return masked * (before / after)
 
 
+def _count(mask: torch.Tensor) -> int:
+    """Nonzeros of a 0/1 float mask, counted on its integer bits (much faster than on bf16 values)."""
+    return int(mask.view(_INT_VIEW[mask.dtype]).count_nonzero()) if mask.dtype in _INT_VIEW else int(mask.count_nonzero())
+
+
 def _work_dtype(d: torch.Tensor) -> torch.dtype:
     # torch.bernoulli has no CPU float16 kernel: mergekit works in bf16 for bf16, else float32.
     return d.dtype if d.dtype == torch.bfloat16 else torch.float32
 
 
-def _radix_select(keys: torch.Tensor, m: int, largest: bool) -> torch.Tensor:
-    """Bool mask of the ``m`` largest (or smallest) non-negative integer ``keys``; ties by lowest index.
+def _radix_select(d: torch.Tensor, m: int, largest: bool) -> torch.Tensor:
+    """Bool mask of the ``m`` largest (or smallest) |δ|; ties broken by lowest index.
 
-    Exact, O(n) per 16-bit digit, memory O(chunk): the threshold key is found digit by digit from
-    histograms, then the first ``r`` keys equal to it (in index order) are taken.
+    Exact and O(n) per 16-bit digit with O(chunk) scratch: |δ|'s IEEE bits, read as integers, order
+    like the values, so the threshold is found digit by digit from histograms; then the first ``r``
+    entries equal to it (in index order) are taken.
     """
-    n = keys.numel()
+    n = d.numel()
     mask = torch.zeros(n, dtype=torch.bool)
     if m <= 0:
         return mask
     if m >= n:
         return mask.fill_(True)
-    bits = keys.element_size() * 8
+    flat, view = d.reshape(-1), _INT_VIEW[d.dtype]
+    bits = d.element_size() * 8
+
+    def keys(s: int) -> torch.Tensor:  # int16 keys bincount as is; wider ones as int64
+        k = flat[s:s + _CHUNK].abs().view(view)
+        return k if bits == 16 else k.to(torch.int64)
+
     prefix, remaining = 0, m
     for shift in range(bits - 16, -1, -16):
         hist = torch.zeros(1 << 16, dtype=torch.int64)
         for s in range(0, n, _CHUNK):
-            c = keys[s:s + _CHUNK].to(torch.int64)
+            c = keys(s)
             if shift + 16 < bits:
                 c = c[(c >> (shift + 16)) == prefix]
-            hist += torch.bincount((c >> shift) & 0xFFFF, minlength=1 << 16)
+            hist += torch.bincount(c if bits == 16 else (c >> shift) & 0xFFFF, minlength=1 << 16)
         order = hist.flip(0) if largest else hist
         cum = order.cumsum(0)
         pos = int(torch.searchsorted(cum, remaining))
@@ -75,19 +88,14 @@ def _radix_select(keys: torch.Tensor, m: int, largest: bool) -> torch.Tensor:
         prefix = (prefix << 16) | digit
     thr, taken = prefix, 0
     for s in range(0, n, _CHUNK):
-        c = keys[s:s + _CHUNK].to(torch.int64)
+        c = keys(s)
         sel = (c > thr) if largest else (c < thr)
-        eq = (c == thr).nonzero().squeeze(1)
-        take = eq[: max(0, remaining - taken)]
-        taken += take.numel()
-        sel[take] = True
+        if remaining - taken > 0:
+            take = (c == thr).nonzero().squeeze(1)[: remaining - taken]
+            taken += take.numel()
+            sel[take] = True
         mask[s:s + _CHUNK] = sel
     return mask
-
-
-def _abs_keys(d: torch.Tensor) -> torch.Tensor:
-    """Monotonic integer keys of |δ| (the IEEE bits of a non-negative float order like the value)."""
-    return d.abs().reshape(-1).view(_INT_VIEW[d.dtype])
 
 
 def magnitude(d: torch.Tensor, density: float, rescale: bool, *, exact_sort: bool = False) -> tuple[torch.Tensor, int]:
@@ -100,7 +108,7 @@ def magnitude(d: torch.Tensor, density: float, rescale: bool, *, exact_sort: boo
         mask = torch.zeros(n, dtype=d.dtype)
         mask[torch.argsort(d.abs().reshape(-1).float(), descending=True)[:k]] = 1
     else:
-        mask = _radix_select(_abs_keys(d), k, largest=True).to(d.dtype)
+        mask = _radix_select(d, k, largest=True).to(d.dtype)
     return _rescaled(d, mask.reshape_as(d), rescale), k
 
 
@@ -117,8 +125,7 @@ def magnitude_outliers(d: torch.Tensor, density: float, rescale: bool, gamma: fl
         mask = torch.zeros(n, dtype=d.dtype)
         mask[torch.sort(d.abs().reshape(-1).float(), descending=False).indices[n_bot:n_bot + target]] = 1
     else:
-        keys = _abs_keys(d)
-        keep = _radix_select(keys, n_bot + target, largest=False) & ~_radix_select(keys, n_bot, largest=False)
+        keep = _radix_select(d, n_bot + target, largest=False) & ~_radix_select(d, n_bot, largest=False)
         mask = keep.to(d.dtype)
     return _rescaled(d, mask.reshape_as(d), rescale), target
 
@@ -129,7 +136,7 @@ def bernoulli(d: torch.Tensor, density: float, rescale: bool, gen: torch.Generat
         return d, d.numel()
     work = _work_dtype(d)
     mask = torch.bernoulli(torch.full_like(d, density, dtype=work), generator=gen)
-    kept = int(mask.count_nonzero())
+    kept = _count(mask)
     return _rescaled(d.to(work), mask, rescale).to(d.dtype), kept
 
 
@@ -147,5 +154,5 @@ def della_magprune(d: torch.Tensor, density: float, rescale: bool, gen: torch.Ge
     rank_norm = ((ranks - lo) / (hi - lo)).clamp(0, 1)
     probs = (density - epsilon) + rank_norm * 2 * epsilon
     mask = torch.bernoulli(probs, generator=gen).to(work)
-    kept = int(mask.count_nonzero())
+    kept = _count(mask)
     return _rescaled(t.to(work), mask, rescale).to(d.dtype).reshape(shape), kept

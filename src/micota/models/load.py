@@ -155,7 +155,11 @@ def resolve_model(spec: str | os.PathLike, *, allow_pickle: bool = False) -> str
 def load_tokenizer(spec: str | os.PathLike, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    path = resolve_model(spec, allow_pickle=allow_pickle)
+    local = Path(os.fspath(spec)).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file() and (local / "tokenizer_config.json").is_file():
+        path = str(local)  # a tokenizer-only folder (e.g. a miniature world's tokenizer/)
+    else:
+        path = resolve_model(spec, allow_pickle=allow_pickle)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:

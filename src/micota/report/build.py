@@ -36,7 +36,7 @@ from micota.scoring.stats import bootstrap_ci, paired_bootstrap_diff
 class ReportConfig(StageConfig):
     out: Path = Field(description="Output directory (REPORT.md, results.json, PNGs).")
     title: str = Field("MiCoTA report", description="Report title.")
-    evals: dict[str, str] = Field(description="Variant name -> the student's eval (or graded generate) output directory.")
+    evals: dict[str, str | list[str]] = Field(description="Variant name -> the student's eval (or generate) output directory, or a list of them (one per split).")
     baseline: str = Field("long", description="Variant of the paper's baseline (teacher long CoT).")
     method: str = Field("mid", description="Variant of the method (Mid-CoT from the merged TA).")
     ta_finetuned: str | None = Field(None, description="Samples (eval/generate dir) of the fine-tuned TA, for claim (i).")
@@ -99,8 +99,12 @@ def per_problem(samples: list[Sample]) -> dict[str, tuple[float, float]]:
     return {p: (sum(bool(s.correct) for s in v) / len(v), sum(s.completion_tokens for s in v) / len(v)) for p, v in acc.items()}
 
 
-def _variant_block(name: str, d: Path, cfg: ReportConfig, src: _Src) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
-    samples, files = load_graded(d)
+def _variant_block(name: str, dirs: str | list[str], cfg: ReportConfig, src: _Src) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
+    samples, files = [], []
+    for d in [dirs] if isinstance(dirs, str) else dirs:
+        ss, fs = load_graded(d)
+        samples += ss
+        files += fs
     by_split: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_split[s.source or "all"].append(s)
@@ -139,7 +143,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
     hist: dict[str, list[float]] = {}
     per_var = {}
     for name, d in cfg.evals.items():
-        res["variants"][name], per_var[name] = _variant_block(name, Path(d), cfg, src)
+        res["variants"][name], per_var[name] = _variant_block(name, d, cfg, src)
     for name, d in cfg.bpc.items():
         res["bpc"][name], _ = _bpc_block(name, Path(d), src, cfg)
     bpc_recs = {n: read_jsonl(Path(d) / "bpc.jsonl", BpcRecord) for n, d in cfg.bpc.items()}
@@ -256,7 +260,8 @@ def build_report(cfg: ReportConfig) -> Path:
         raise UserError("report: evals is empty (give at least one variant's eval directory)")
     res, hist = build_results(cfg, out.parent)
     res = _finite(res)
-    inputs = {f"eval:{k}": v for k, v in cfg.evals.items()} | {f"bpc:{k}": v for k, v in cfg.bpc.items()}
+    inputs = {f"eval:{k}:{i}": v for k, vs in cfg.evals.items() for i, v in enumerate([vs] if isinstance(vs, str) else vs)}
+    inputs |= {f"bpc:{k}": v for k, v in cfg.bpc.items()}
     with atomic_dir(out, overwrite=True) as tmp:
         figures = []
         if hist:

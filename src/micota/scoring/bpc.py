@@ -102,21 +102,26 @@ def compute_bpc(cfg: BpcConfig) -> dict[str, Any]:
     template = read_template(cfg.template)
     tok = load_tokenizer(cfg.model)
     check_template(tok, use_chat_template=cfg.use_chat_template, template=template)
-    model = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    limit = cfg.max_length or getattr(model.config, "max_position_embeddings", None) or 10**9
-
     encoded: list[tuple[int, Encoded]] = []
-    skipped, merged = 0, 0
+    merged = 0
     for i, ex in enumerate(examples):
         prompt = render_prompt(tok, ex.prompt, use_chat_template=cfg.use_chat_template, template=template)
         e = encode_pair(tok, prompt, completion_text(ex))
         merged += e.merged
-        if len(e.ids) > limit:
-            skipped += 1
-            continue
         encoded.append((i, e))
-    if not encoded:
+    limit = cfg.max_length
+    if limit is None:
+        from transformers import AutoConfig
+
+        from micota.models import resolve_model
+
+        limit = getattr(AutoConfig.from_pretrained(resolve_model(cfg.model)), "max_position_embeddings", None) or 10**9
+    kept = [(i, e) for i, e in encoded if len(e.ids) <= limit]
+    skipped = len(encoded) - len(kept)
+    if not kept:
         raise UserError(f"every record is longer than {limit} tokens; nothing to score")
+    encoded = kept
+    model = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
 
     encoded.sort(key=lambda x: -len(x[1].ids))
     bits: dict[int, float] = {}

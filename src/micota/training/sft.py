@@ -112,6 +112,10 @@ def _build_model(cfg: TrainConfig, tok: Any) -> Any:
             raise UserError(f"{p}: vocab_size {mcfg.vocab_size} is smaller than the tokenizer's {len(tok)}")
         torch.manual_seed(cfg.seed)
         return AutoModelForCausalLM.from_config(mcfg, dtype=torch.float32)
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # ZeRO-3 partitions weights while loading; no .to(device) afterwards
+        return AutoModelForCausalLM.from_pretrained(resolve_model(cfg.base), dtype=torch.float32, use_safetensors=True)
     return load_model(cfg.base, dtype="float32", device="cpu")
 
 
@@ -213,7 +217,7 @@ def train(cfg: TrainConfig) -> Path:
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=_use_bf16(cfg),
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # the new name of gradient_checkpointing
         max_length=cfg.max_length,
         packing=cfg.packing,
         completion_only_loss=True,
@@ -259,6 +263,7 @@ def train(cfg: TrainConfig) -> Path:
     totals = torch.tensor([trainer.micota_tokens, trainer.micota_supervised], dtype=torch.long, device=trainer.args.device)
     totals = trainer.accelerator.reduce(totals, reduction="sum").tolist()
 
+    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # Trainer turned it off for training
     if peft_config is not None:
         if main:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
@@ -281,6 +286,7 @@ def train(cfg: TrainConfig) -> Path:
         "world_size": trainer.args.world_size,
         "resumed_from": last if cfg.resume else None,
         "train_loss": result.training_loss,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 3),
         "loss_curve": curve,
         "wall_s": round(time.time() - t0, 3),
         "peak_rss_mb_rank0": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -8,9 +8,9 @@ the oracle solves it without parsing English:
     meta = {"start": 23, "ops": [["add", 15], ["div", 2]], "n_ops": 2, "digits": 2, ...}
 
 Operations: ``add b``, ``sub b`` (only when b <= value), ``mul k`` (k in 2..mul_max, result capped at
-``10**(digits+1) - 1``) and ``div k`` (only when k divides the value exactly). Operands of add/sub
-and the start value have up to ``digits`` digits. Every intermediate value and the answer are
-non-negative integers.
+``10**(digits+1) - 1``) and ``div k`` (only when k divides the value exactly). The start value has
+``digits`` digits, add/sub operands up to ``operand_digits``. Every intermediate value and the
+answer are non-negative integers.
 
 Splits: ``train`` and ``test`` share one :class:`Knobs`; ``hard`` uses more operations and more
 digits. Each split draws from its own ``random.Random(f"{seed}-{split}")`` stream; a problem whose
@@ -48,20 +48,23 @@ QUESTION = "How many {o} does {N} have now?"
 
 @dataclass(frozen=True)
 class Knobs:
-    """Difficulty: ``min_ops..max_ops`` operations, operands of up to ``digits`` digits,
-    multipliers/divisors in ``2..mul_max``."""
+    """Difficulty: ``min_ops..max_ops`` operations, a ``digits``-digit start value, add/sub operands
+    of up to ``operand_digits`` digits, multipliers/divisors in ``2..mul_max``."""
 
     min_ops: int = 1
     max_ops: int = 2
     digits: int = 2
     mul_max: int = 5
     ops: tuple[str, ...] = OPS
+    operand_digits: int = 0  # 0 = same as digits
 
     def check(self) -> None:
         if not 1 <= self.min_ops <= self.max_ops:
             raise UserError(f"operations: need 1 <= min_ops <= max_ops, got {self.min_ops}..{self.max_ops}")
         if not 1 <= self.digits <= 6:
             raise UserError(f"digits must be in 1..6, got {self.digits}")
+        if not 0 <= self.operand_digits <= self.digits:
+            raise UserError(f"operand_digits must be in 1..digits ({self.digits}), got {self.operand_digits}")
         if not 2 <= self.mul_max <= 9:
             raise UserError(f"mul_max must be in 2..9, got {self.mul_max}")
         bad = [o for o in self.ops if o not in OPS]
@@ -104,7 +107,7 @@ def answer_of(meta: dict[str, Any]) -> int:
 
 def _draw_op(rng: random.Random, value: int, k: Knobs) -> tuple[str, int] | None:
     cap = 10 ** (k.digits + 1) - 1
-    hi = 10 ** k.digits - 1
+    hi = 10 ** (k.operand_digits or k.digits) - 1
     op = rng.choice(k.ops)
     if op == "add":
         b = rng.randint(1, hi)
@@ -178,7 +181,7 @@ def generate_split(split: str, n: int, knobs: Knobs, *, seed: int, exclude: set 
             continue
         seen.add(sig)
         meta["knobs"] = {"min_ops": knobs.min_ops, "max_ops": knobs.max_ops, "digits": knobs.digits,
-                         "mul_max": knobs.mul_max}
+                         "operand_digits": knobs.operand_digits or knobs.digits, "mul_max": knobs.mul_max}
         out.append(Problem(id=f"world-{split}-{len(out):05d}", problem=tell(meta), answer=str(answer_of(meta)),
                            source=f"world-{split}", meta=meta))
     return out

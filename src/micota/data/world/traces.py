@@ -140,7 +140,7 @@ def _work(w: _Writer, a: int, op: str, b: int) -> None:
     {"add": _column_add, "sub": _column_sub, "mul": _column_mul, "div": _long_div}[op](w, a, b)
 
 
-def long_trace(meta: dict[str, Any], *, seed: int = 0, slip_rate: float = 0.08, problem_id: str = "",
+def long_trace(meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 0.08, problem_id: str = "",
                return_slips: bool = False) -> Any:
     steps = solve(meta)
     w = _Writer(random.Random(f"{seed}-{problem_id}"), slip_rate)
@@ -173,7 +173,7 @@ def _check_value(op: str, x: int, y: int) -> str:
     return str({"add": x + y, "sub": x - y, "mul": x * y}[op])
 
 
-def write_trace(style: str, meta: dict[str, Any], *, seed: int = 0, slip_rate: float = 0.08, problem_id: str = "") -> str:
+def write_trace(style: str, meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 0.08, problem_id: str = "") -> str:
     """One trace of ``style`` for a problem's meta (deterministic in seed and problem_id)."""
     if style == "short":
         return short_trace(meta)

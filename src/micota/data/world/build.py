@@ -1,0 +1,219 @@
+"""Build a miniature world directory (:func:`build_world`) and read one back (:func:`load_world`).
+
+Layout of ``W = build_world(WorldConfig(out=W))``::
+
+    W/problems/{train,test,hard}.jsonl     Problem rows (source "world-<split>", meta = ops + knobs)
+    W/traces/{short,mid,long}/data.jsonl   SftExample rows of the oracle's traces on the train split
+                                           (each dir also has a manifest.json; usable by `micota train --data`)
+    W/tokenizer/                           byte-level BPE (digits split) with a ChatML template
+    W/configs/{student,ta}.json            tiny Qwen2 configs (random init via `micota train --from-config`)
+    W/bases/{student,ta}/                  only with ``pretrain=True``: the System-1 bases (see pretrain.py)
+    W/world.json                           lengths per style, the long:short token ratio, parameter counts
+    W/manifest.json                        written last
+
+``quick=True`` fills every knob the caller did not set from :data:`QUICK` (a smaller world, smaller
+models, fewer pretraining steps) for CI and ``micota demo --quick``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from micota.config import StageConfig
+from micota.data.world.problems import OPS, Knobs, generate_splits
+from micota.data.world.traces import STYLES, long_trace, write_trace
+from micota.errors import UserError
+from micota.io import atomic_dir, atomic_write_json
+from micota.manifest import is_complete, read_manifest, write_manifest
+from micota.records import Message, Problem, SftExample, read_jsonl, write_jsonl_atomic
+
+SPLITS = ("train", "test", "hard")
+ROLES = ("student", "ta")
+
+QUICK: dict[str, Any] = {
+    "n_train": 600, "n_test": 60, "n_hard": 60,
+    "student_hidden": 64, "student_layers": 2, "student_intermediate": 192,
+    "ta_hidden": 128, "ta_layers": 3, "ta_intermediate": 384,
+    "student_steps": 150, "ta_steps": 60, "batch_size": 16,
+}
+
+
+class WorldConfig(StageConfig):
+    out: Path = Field(description="Output world directory")
+    seed: int = Field(0, description="Seed of the problem generator and of the oracle's slips")
+    quick: bool = Field(False, description="Small preset (CI, demo --quick): knobs you do not set come from the quick preset")
+    n_train: int = Field(3000, ge=1, description="Problems in the train split")
+    n_test: int = Field(200, ge=1, description="Problems in the test split (same distribution as train, disjoint)")
+    n_hard: int = Field(200, ge=1, description="Problems in the hard split (more operations, more digits)")
+    min_ops: int = Field(1, ge=1, description="Fewest operations per train/test problem")
+    max_ops: int = Field(2, ge=1, description="Most operations per train/test problem")
+    digits: int = Field(2, ge=1, le=6, description="Digits of the start value (train/test)")
+    operand_digits: int = Field(1, ge=1, le=6, description="Most digits of an add/sub operand (train/test)")
+    mul_max: int = Field(3, ge=2, le=9, description="Largest multiplier/divisor (train/test)")
+    hard_min_ops: int = Field(3, ge=1, description="Fewest operations per hard problem")
+    hard_max_ops: int = Field(4, ge=1, description="Most operations per hard problem")
+    hard_digits: int = Field(3, ge=1, le=6, description="Digits of the start value in the hard split")
+    hard_operand_digits: int = Field(2, ge=1, le=6, description="Most digits of an add/sub operand in the hard split")
+    hard_mul_max: int = Field(5, ge=2, le=9, description="Largest multiplier/divisor in the hard split")
+    ops: list[str] = Field(default_factory=lambda: list(OPS), description="Operations used (add, sub, mul, div)")
+    slip_rate: float = Field(0.08, ge=0, lt=1, description="Long traces: chance of a (corrected) slip per digit step and per operation")
+    vocab_size: int = Field(768, ge=300, description="Tokenizer vocabulary size (an upper bound: BPE stops when merges run out)")
+    student_hidden: int = Field(96, ge=8, description="Student hidden size")
+    student_layers: int = Field(4, ge=1, description="Student layers")
+    student_intermediate: int = Field(256, ge=8, description="Student MLP size")
+    student_heads: int = Field(4, ge=1, description="Student attention heads (kv heads = half)")
+    ta_hidden: int = Field(256, ge=8, description="TA hidden size")
+    ta_layers: int = Field(6, ge=1, description="TA layers")
+    ta_intermediate: int = Field(768, ge=8, description="TA MLP size")
+    ta_heads: int = Field(8, ge=1, description="TA attention heads (kv heads = half)")
+    student_steps: int = Field(400, ge=1, description="Base pretraining: student optimizer steps")
+    ta_steps: int = Field(150, ge=1, description="Base pretraining: TA optimizer steps")
+    student_lr: float = Field(3e-3, gt=0, description="Base pretraining: student peak learning rate")
+    ta_lr: float = Field(1.5e-3, gt=0, description="Base pretraining: TA peak learning rate")
+    batch_size: int = Field(32, ge=1, description="Base pretraining: examples per step")
+    pretrain: bool = Field(False, description="Also pretrain the System-1 bases into OUT/bases (the pipeline runs this as its own stage)")
+    overwrite: bool = Field(False, description="Replace an existing complete world at OUT")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quick_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("quick"):
+            data = {**QUICK, **data}
+        return data
+
+    def knobs(self) -> dict[str, Knobs]:
+        base = Knobs(self.min_ops, self.max_ops, self.digits, self.mul_max, tuple(self.ops), self.operand_digits)
+        hard = Knobs(self.hard_min_ops, self.hard_max_ops, self.hard_digits, self.hard_mul_max, tuple(self.ops),
+                     self.hard_operand_digits)
+        return {"train": base, "test": base, "hard": hard}
+
+    def model_shape(self, role: str) -> dict[str, int]:
+        heads = getattr(self, f"{role}_heads")
+        return {"hidden": getattr(self, f"{role}_hidden"), "layers": getattr(self, f"{role}_layers"),
+                "intermediate": getattr(self, f"{role}_intermediate"), "heads": heads, "kv_heads": max(1, heads // 2)}
+
+
+@dataclass
+class World:
+    """A loaded world: directory, problems per split, tokenizer, its config."""
+
+    dir: Path
+    problems: dict[str, list[Problem]]
+    tokenizer: Any
+    config: WorldConfig
+
+    @property
+    def slip_rate(self) -> float:
+        return self.config.slip_rate
+
+
+def load_world_tokenizer(world_dir: str | Path) -> Any:
+    from micota.models import load_tokenizer
+
+    return load_tokenizer(Path(world_dir) / "tokenizer")
+
+
+def load_world(world_dir: str | Path) -> World:
+    """Read a finished world (complete manifest required)."""
+    d = Path(world_dir)
+    if not d.is_dir():
+        raise UserError(f"{d}: no such world directory")
+    man = read_manifest(d)
+    if not (man and man.get("complete") and man.get("stage") == "world"):
+        raise UserError(f"{d}: not a finished miniature world (no complete world manifest.json)")
+    cfg = WorldConfig.build(man["config"], prefix=str(d / "manifest.json"))
+    problems = {s: read_jsonl(d / "problems" / f"{s}.jsonl", Problem) for s in SPLITS}
+    return World(d, problems, load_world_tokenizer(d), cfg)
+
+
+def sft_example(p: Problem, style: str, text: str, **meta: Any) -> SftExample:
+    from micota.generation.prompts import build_messages
+
+    prompt = [Message(**m) for m in build_messages(p.problem)]
+    return SftExample(id=f"{p.id}-{style}", problem_id=p.id, prompt=prompt,
+                      completion=[Message(role="assistant", content=text)], meta={"style": style, **meta})
+
+
+def _tokenizer_texts(problems: dict[str, list[Problem]], traces: dict[str, dict[str, str]]) -> list[str]:
+    from micota.generation.prompts import build_messages
+
+    texts = [p.problem for ps in problems.values() for p in ps]
+    texts += [t for by_style in traces.values() for t in by_style.values()]
+    texts += ["user\n" + build_messages("x")[0]["content"], "assistant\n", "system\n"] * 50
+    return texts
+
+
+def count_params(config: Any) -> int:
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())
+
+
+def _length_stats(tok: Any, traces: dict[str, dict[str, str]], ids: list[str]) -> dict[str, Any]:
+    lens = {s: [len(tok(traces[i][s], add_special_tokens=False)["input_ids"]) for i in ids] for s in STYLES}
+    out: dict[str, Any] = {s: {"mean_tokens": round(statistics.fmean(v), 2), "max_tokens": max(v)} for s, v in lens.items()}
+    out["long_short_ratio"] = round(out["long"]["mean_tokens"] / out["short"]["mean_tokens"], 3)
+    out["mid_short_ratio"] = round(out["mid"]["mean_tokens"] / out["short"]["mean_tokens"], 3)
+    return out
+
+
+def build_world(cfg: WorldConfig) -> Path:
+    """Write the world directory described in the module docstring; returns it."""
+    from micota.generation.prompts import render_prompt
+    from micota.models.tiny import tiny_qwen2_config, train_chatml_tokenizer
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    if is_complete(out) and not cfg.overwrite:
+        raise UserError(f"{out}: a finished world already exists (pass --overwrite or choose another --out)")
+    sizes = {"train": cfg.n_train, "test": cfg.n_test, "hard": cfg.n_hard}
+    for k in cfg.knobs().values():
+        k.check()
+    problems = generate_splits(sizes, cfg.knobs(), seed=cfg.seed)
+    traces: dict[str, dict[str, str]] = {}
+    slips: dict[str, int] = {}
+    for ps in problems.values():
+        for p in ps:
+            traces[p.id] = {s: write_trace(s, p.meta) for s in STYLES if s != "long"}
+            traces[p.id]["long"], slips[p.id] = long_trace(p.meta, seed=cfg.seed, slip_rate=cfg.slip_rate,
+                                                           problem_id=p.id, return_slips=True)
+    tok = train_chatml_tokenizer(_tokenizer_texts(problems, traces), vocab_size=cfg.vocab_size, split_digits=True)
+    configs = {r: tiny_qwen2_config(tok, max_positions=2048, **cfg.model_shape(r)) for r in ROLES}
+    params = {r: count_params(c) for r, c in configs.items()}
+    stats = {split: _length_stats(tok, traces, [p.id for p in ps]) for split, ps in problems.items()}
+    prompt_tokens = statistics.fmean(len(tok(render_prompt(tok, sft_example(p, "x", "").prompt))["input_ids"])
+                                     for p in problems["train"][:200])
+    with atomic_dir(out, overwrite=True) as tmp:
+        for split, ps in problems.items():
+            write_jsonl_atomic(tmp / "problems" / f"{split}.jsonl", ps)
+        for style in STYLES:
+            d = tmp / "traces" / style
+            rows = [sft_example(p, style, traces[p.id][style], **({"slips": slips[p.id]} if style == "long" else {}))
+                    for p in problems["train"]]
+            write_jsonl_atomic(d / "data.jsonl", rows)
+            write_manifest(d, stage="world-traces", config={"style": style, "split": "train", "seed": cfg.seed},
+                           counts={"examples": len(rows), "mean_tokens": stats["train"][style]["mean_tokens"]})
+        tok.save_pretrained(tmp / "tokenizer")
+        for r, c in configs.items():
+            (tmp / "configs").mkdir(exist_ok=True)
+            c.to_json_file(tmp / "configs" / f"{r}.json")
+        info = {"params": params, "vocab_size": len(tok), "lengths": stats, "mean_prompt_tokens": round(prompt_tokens, 2),
+                "long_slips": {"mean_per_trace": round(statistics.fmean(slips.values()), 3),
+                               "traces_with_a_slip": round(sum(v > 0 for v in slips.values()) / len(slips), 3)},
+                "build_s": round(time.time() - t0, 2)}
+        atomic_write_json(tmp / "world.json", info)
+        if cfg.pretrain:
+            from micota.data.world.pretrain import PretrainConfig, pretrain_bases
+
+            write_manifest(tmp, stage="world", config=cfg, counts=sizes, extra=info)  # so pretrain can read it
+            pretrain_bases(PretrainConfig(world=str(tmp), out=str(tmp / "bases")))
+        write_manifest(tmp, stage="world", config=cfg, counts=sizes, extra=info, started_at=t0)
+    return out

@@ -1,0 +1,112 @@
+"""The System-1 bases: the world's student and TA trained from random init on SHORT traces.
+
+:func:`pretrain_bases` runs the real SFT stage (:func:`micota.training.train` with
+``from_config = W/configs/<role>.json``, ``tokenizer = W/tokenizer``, data ``W/traces/short``) for
+each role, then measures greedy accuracy on the world's test (and hard) problems through the real
+generation runner and grader (``default`` mode: last ``\\boxed{}``). Output::
+
+    OUT/student/, OUT/ta/          HF model folders (each with its own train manifest)
+    OUT/eval/<role>-<split>/       generate outputs (Sample rows) of the accuracy check
+    OUT/pretrain_report.json       per role: params, steps, lr, wall time, final loss, accuracy per split
+    OUT/manifest.json              written last
+
+Steps, learning rates and batch size default to the world's config (so ``quick`` worlds pretrain
+quickly). A role whose folder is already complete is not retrained, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from micota.config import StageConfig
+from micota.errors import UserError
+from micota.io import atomic_write_json
+from micota.manifest import is_complete, write_manifest
+
+ROLES = ("student", "ta")
+
+
+class PretrainConfig(StageConfig):
+    world: str = Field(description="World directory (from `micota world build`)")
+    out: str = Field(description="Output directory: OUT/student, OUT/ta, pretrain_report.json")
+    roles: list[str] = Field(default_factory=lambda: list(ROLES), description="Which bases to train (student, ta)")
+    student_steps: int | None = Field(None, ge=1, description="Student optimizer steps (default: the world's)")
+    ta_steps: int | None = Field(None, ge=1, description="TA optimizer steps (default: the world's)")
+    student_lr: float | None = Field(None, gt=0, description="Student peak learning rate (default: the world's)")
+    ta_lr: float | None = Field(None, gt=0, description="TA peak learning rate (default: the world's)")
+    batch_size: int | None = Field(None, ge=1, description="Examples per step (default: the world's)")
+    eval_splits: list[str] = Field(default_factory=lambda: ["test"], description="Splits whose greedy accuracy is measured (test, hard)")
+    eval_limit: int = Field(100, ge=0, description="Problems per split for the accuracy check (0 = skip it)")
+    max_new_tokens: int = Field(160, ge=1, description="Generation limit of the accuracy check")
+    seed: int = Field(0, description="Init and data-order seed")
+
+
+def _train_role(cfg: PretrainConfig, world, role: str, out: Path) -> dict:
+    from micota.training import TrainConfig, train
+
+    steps = getattr(cfg, f"{role}_steps") or getattr(world.config, f"{role}_steps")
+    lr = getattr(cfg, f"{role}_lr") or getattr(world.config, f"{role}_lr")
+    bs = cfg.batch_size or world.config.batch_size
+    dest = out / role
+    if not is_complete(dest):
+        train(TrainConfig(data=str(world.dir / "traces" / "short"), out=str(dest), tokenizer=str(world.dir / "tokenizer"),
+                          from_config=str(world.dir / "configs" / f"{role}.json"), lr=lr, max_steps=steps, batch_size=bs,
+                          max_length=1024, warmup_ratio=0.1, lr_scheduler="cosine", weight_decay=0.0, seed=cfg.seed,
+                          resume=True, save_steps=100, logging_steps=10))
+    from micota.io import read_json
+
+    rep = read_json(dest / "train_report.json")
+    curve = rep.get("loss_curve") or [{"loss": rep.get("train_loss")}]
+    return {"steps": steps, "lr": lr, "batch_size": bs, "train_wall_s": rep.get("wall_s"),
+            "final_loss": curve[-1]["loss"], "params": read_json(world.dir / "world.json")["params"][role]}
+
+
+def measure_accuracy(model: str | Path, problems: str | Path, out: str | Path, *, limit: int | None,
+                     max_new_tokens: int = 160, batch_size: int = 32) -> dict:
+    """Greedy generation through the real runner, graded in ``default`` mode: accuracy, mean tokens."""
+    from micota.generation.runner import GenerateConfig, generate, load_samples
+    from micota.grading import grade_samples
+
+    d = generate(GenerateConfig(model=str(model), problems=str(problems), out=Path(out), limit=limit,
+                                max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0))
+    graded = grade_samples(load_samples(d), "default")
+    ok = [bool(s.correct) and s.finish_reason == "stop" for s in graded]
+    return {"n": len(graded), "accuracy": round(sum(ok) / len(ok), 4),
+            "mean_completion_tokens": round(statistics.fmean(s.completion_tokens for s in graded), 2)}
+
+
+def pretrain_bases(cfg: PretrainConfig) -> Path:
+    """Train the bases named in ``cfg.roles`` and check their accuracy; returns OUT."""
+    from micota.data.world.build import load_world
+
+    t0 = time.time()
+    bad = [r for r in cfg.roles if r not in ROLES] + [s for s in cfg.eval_splits if s not in ("train", "test", "hard")]
+    if bad:
+        raise UserError(f"unknown role or split {bad[0]!r} (roles: student, ta; splits: train, test, hard)")
+    world = load_world(cfg.world)
+    out = Path(cfg.out)
+    if is_complete(out):
+        raise UserError(f"{out}: finished bases already exist (remove it or choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"world": str(world.dir), "models": {}}
+    for role in cfg.roles:
+        t = time.time()
+        info = _train_role(cfg, world, role, out)
+        if cfg.eval_limit:
+            for split in cfg.eval_splits:
+                ev = out / "eval" / f"{role}-{split}"
+                info[f"accuracy_{split}"] = measure_accuracy(out / role, world.dir / "problems" / f"{split}.jsonl", ev,
+                                                             limit=cfg.eval_limit, max_new_tokens=cfg.max_new_tokens)
+        info["wall_s"] = round(time.time() - t, 2)
+        report["models"][role] = info
+    report["wall_s"] = round(time.time() - t0, 2)
+    atomic_write_json(out / "pretrain_report.json", report)
+    write_manifest(out, stage="pretrain", config=cfg, inputs={"world": world.dir}, started_at=t0,
+                   counts={"models": len(cfg.roles)},
+                   extra={"accuracy": {r: {k: v["accuracy"] for k, v in m.items() if k.startswith("accuracy_")}
+                                       for r, m in report["models"].items()}})
+    return out

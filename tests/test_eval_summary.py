@@ -1,0 +1,84 @@
+"""micota eval end to end with a scripted backend (known right/wrong answers) through the real
+runner, grader and summary; resume without regeneration; re-grading in another mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from micota.errors import UserError
+from micota.eval import EvalConfig, evaluate, regrade
+from micota.generation.backends import Completion
+from micota.models import load_tokenizer
+
+
+class ScriptedBackend:
+    """Answers from a fixed script: sample i of a problem is right iff right(problem_no, i)."""
+
+    name = "scripted"
+    model_id = "scripted"
+
+    def __init__(self, tokenizer, answers):
+        self.tokenizer, self.answers, self.calls = tokenizer, answers, 0
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        out = []
+        for p in prompts:
+            no, ans = self.answers[p]
+            comps = []
+            for i in range(params.n):
+                right = (no + i) % 3 == 0
+                cut = no == 4  # problem 4: the right box, but cut by the token limit
+                text = f"So the answer is \\boxed{{{ans if right or cut else ans + '1'}}}"
+                comps.append(Completion(text, "length" if cut else "stop", params.max_new_tokens if cut else 7 + no))
+            out.append(comps)
+        return out
+
+
+@pytest.fixture()
+def scripted(tiny_model_dir, data_dir):
+    from micota.data.benchmarks import load_benchmark
+    from micota.generation.prompts import build_messages, render_prompt
+
+    tok = load_tokenizer(tiny_model_dir)
+    answers = {}
+    for b in ("gsm8k", "aime24"):
+        for no, p in enumerate(load_benchmark(b, data_dir=data_dir, limit=6)):
+            answers[render_prompt(tok, build_messages(p.problem))] = (no, p.answer)
+    return ScriptedBackend(tok, answers)
+
+
+def test_summary_counts_match_the_script_and_rerun_regrade(tmp_path, scripted, data_dir):
+    out = tmp_path / "ev"
+    cfg = EvalConfig(model="scripted", benchmarks=["gsm8k", "aime24"], out=out, limit=6, n=2, temperature=1.0,
+                     max_new_tokens=50, data_dir=data_dir)
+    s = evaluate(cfg, backend=scripted)
+    # problems 0..5, samples i=0,1: right iff (no+i)%3==0 and no != 4 (truncated)
+    right = {no: sum((no + i) % 3 == 0 and no != 4 for i in range(2)) for no in range(6)}
+    exp_acc = sum(right.values()) / 12
+    exp_pass = sum(v > 0 for v in right.values()) / 6
+    for b in s.benchmarks:
+        assert (b.n_problems, b.n_samples_per_problem) == (6, 2)
+        assert b.accuracy == pytest.approx(exp_acc) and b.pass_at_k == pytest.approx(exp_pass)
+        assert b.truncation_rate == pytest.approx(2 / 12)
+        assert b.ci95[0] <= b.accuracy <= b.ci95[1]
+        assert b.mean_completion_tokens == pytest.approx((sum(7 + no for no in range(6) if no != 4) * 2 + 100) / 12)
+    assert [b.grade_mode for b in s.benchmarks] == ["gsm8k", "default"]
+    assert s.macro_accuracy == pytest.approx(exp_acc)
+    graded = [json.loads(x) for x in (out / "graded.jsonl").read_text().splitlines()]
+    assert len(graded) == 24 and all(g["grade_reason"] == "truncated" for g in graded if g["finish_reason"] == "length")
+    md = (out / "summary.md").read_text()
+    assert "avg@2" in md and "pass@2" in md and "macro average" in md
+    assert json.loads((out / "summary.json").read_text())["macro_accuracy"] == pytest.approx(exp_acc)
+    calls = scripted.calls
+    again = evaluate(cfg, backend=scripted)  # resume: every key done, nothing generated
+    assert scripted.calls == calls and again.macro_accuracy == s.macro_accuracy
+    h = regrade(out, "hendrycks")
+    assert [b.grade_mode for b in h.benchmarks] == ["hendrycks", "hendrycks"]
+    assert json.loads((out / "manifest.json").read_text())["regraded"] is True
+    with pytest.raises(UserError, match="unknown grading mode"):
+        regrade(out, "nope")
+    with pytest.raises(UserError, match="not a finished eval"):
+        regrade(out / "gsm8k")

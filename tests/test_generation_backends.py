@@ -1,0 +1,65 @@
+"""The hf backend on the tiny model: batching, left padding, EOS handling, seeded sampling."""
+
+from __future__ import annotations
+
+import pytest
+
+from micota.errors import UserError
+from micota.generation.backends import BACKENDS, HFBackend, SamplingParams, make_backend, register_backend
+
+PROMPTS = ["What is 1+1?", "Compute 3 * 4, then add the ones and the tens of 12 + 7.", "x",
+           "the answer is of and to the a", "Wait, let me check: 5 - 2 = 3."]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return make_backend("hf", str(tiny_model_dir), batch_size=4)
+
+
+def test_batched_left_padded_greedy_equals_one_at_a_time(backend):
+    params = SamplingParams(max_new_tokens=12)
+    batched = backend.generate(PROMPTS, params)  # lengths differ: rows are left-padded
+    single = [backend.generate([p], params)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(len(c) == 1 for c in batched)
+    assert {c[0].text for c in batched} != {batched[0][0].text}  # outputs differ per prompt: order is kept
+    assert all(c[0].finish_reason == "length" and c[0].completion_tokens == 12 for c in batched)
+
+
+def test_stops_on_any_eos_id_from_generation_config(tiny_model_dir):
+    from micota.models import load_model, load_tokenizer
+
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    first = HFBackend(str(tiny_model_dir), model_obj=model, tokenizer=tok).generate(PROMPTS[:1], SamplingParams(max_new_tokens=4))[0][0]
+    first_id = tok(first.text, add_special_tokens=False)["input_ids"][0]
+    model.generation_config.eos_token_id = [tok.eos_token_id, first_id]  # the token it emits first now ends the turn
+    be = HFBackend(str(tiny_model_dir), model_obj=model, tokenizer=tok, batch_size=8)
+    assert first_id in be.eos_ids and tok.eos_token_id in be.eos_ids
+    out = be.generate(PROMPTS, SamplingParams(max_new_tokens=6))
+    stopped = out[0][0]
+    assert (stopped.finish_reason, stopped.completion_tokens, stopped.text) == ("stop", 1, "")
+    assert any(c[0].finish_reason == "length" for c in out)  # other prompts still run to the limit
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(backend):
+    p = SamplingParams(n=3, temperature=1.0, top_p=0.95, max_new_tokens=10, seed=7)
+    a, b = backend.generate(PROMPTS, p), backend.generate(PROMPTS, p)
+    assert a == b
+    assert all(len(x) == 3 for x in a)
+    assert len({c.text for c in a[1]}) > 1  # n samples of one prompt differ
+    c = backend.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, top_p=0.95, max_new_tokens=10, seed=8))
+    assert c != a
+
+
+def test_registry_errors_and_custom_backend(tiny_model_dir):
+    with pytest.raises(UserError, match="unknown backend 'nope'.*hf"):
+        make_backend("nope", "m")
+    with pytest.raises(UserError, match=r"micota\[vllm\]"):
+        make_backend("vllm", str(tiny_model_dir))
+    with pytest.raises(UserError, match="n must be >= 1"):
+        SamplingParams(n=0)
+    register_backend("wrapped", lambda model, **kw: HFBackend(model, **kw))
+    try:
+        assert make_backend("wrapped", str(tiny_model_dir)).name == "hf"
+    finally:
+        BACKENDS.pop("wrapped")

@@ -1,0 +1,31 @@
+"""The shipped recipes validate offline (`micota run --dry-run`), and launchers build the right argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from micota.pipeline.runner import launcher_command
+from micota.pipeline.schema import LauncherSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("size", ["1.5b", "3b", "7b"])
+def test_paper_recipe_dry_run_validates_offline(size, cli, tmp_path):
+    r = cli("run", f"recipes/paper/qwen2.5-{size}.yaml", "--dry-run", "--out", str(tmp_path / "o"), cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for stage in ("teacher_gen", "ta_sft", "merge", "mid_gen", "student_sft.mid", "student_eval.long", "bpc.mid", "report"):
+        assert f"\n{stage} " in r.stderr
+    assert f"Qwen/Qwen2.5-{size.upper().replace('B', 'B')}-Instruct" in (REPO / f"recipes/paper/qwen2.5-{size}.yaml").read_text()
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def test_launcher_commands(tmp_path):
+    cfg = tmp_path / "c.json"
+    acc = launcher_command(LauncherSpec(type="accelerate", config_file="z3.yaml", num_processes=8), "train", cfg)
+    assert acc[1:3] == ["-m", "accelerate.commands.launch"] and "--config_file" in acc and "8" in acc
+    assert acc[-4:] == ["-m", "micota.pipeline.exec", "train", str(cfg)]
+    tr = launcher_command(LauncherSpec(type="torchrun", num_processes=2), "train", cfg)
+    assert "--nproc_per_node=2" in tr and tr[-3:] == ["micota.pipeline.exec", "train", str(cfg)]

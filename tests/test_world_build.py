@@ -1,0 +1,95 @@
+"""Building a world through the CLI: layout, tokenizer, model sizes, show, bad input, pretraining smoke."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from micota.data.world import WorldConfig, load_world
+from micota.errors import UserError
+from micota.records import Problem, SftExample, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("wb") / "world"
+    r = run_cli("world", "build", "--out", str(out), "--quick", "--n-train", "80", "--n-test", "20", "--n-hard", "12",
+                "--seed", "11")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_layout_manifest_and_traces(world):
+    man = json.loads((world / "manifest.json").read_text())
+    assert man["stage"] == "world" and man["complete"] and man["counts"] == {"train": 80, "test": 20, "hard": 12}
+    assert man["config"]["quick"] and man["config"]["seed"] == 11
+    for split, n in man["counts"].items():
+        ps = read_jsonl(world / "problems" / f"{split}.jsonl", Problem)
+        assert len(ps) == n and all(p.source == f"world-{split}" and p.meta["ops"] for p in ps)
+    from micota.training.data import read_sft_dataset
+
+    for style in ("short", "mid", "long"):
+        rows = read_sft_dataset(world / "traces" / style)  # what `micota train --data` reads
+        assert len(rows) == 80 and rows[0].meta["style"] == style
+        assert rows[0].prompt[0].content.startswith(rows[0].prompt[0].content.split("\n")[0])
+    info = json.loads((world / "world.json").read_text())
+    assert 4 <= info["lengths"]["train"]["long_short_ratio"] <= 8
+    assert info["long_slips"]["traces_with_a_slip"] > 0
+
+
+def test_tokenizer_roundtrips_and_splits_digits(world):
+    w = load_world(world)
+    tok = w.tokenizer
+    assert 300 <= len(tok) <= 1024 and tok.chat_template and tok.eos_token == "<|im_end|>"
+    ex = read_jsonl(world / "traces" / "long" / "data.jsonl", SftExample)[0]
+    for text in (w.problems["hard"][0].problem, ex.completion[0].content):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    pieces = tok.tokenize("384 * 25 = 9600")
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("384259600")
+
+
+def test_default_model_sizes(world):
+    from micota.data.world.build import count_params
+    from micota.models.tiny import tiny_qwen2_config
+
+    tok = load_world(world).tokenizer
+    cfg = WorldConfig(out=world)
+    student = count_params(tiny_qwen2_config(tok, **cfg.model_shape("student")))
+    ta = count_params(tiny_qwen2_config(tok, **cfg.model_shape("ta")))
+    assert 0.4e6 <= student <= 0.6e6, student
+    assert 4.5e6 <= ta <= 5.5e6, ta
+    quick = json.loads((world / "world.json").read_text())["params"]
+    assert quick["student"] < student and quick["ta"] < ta and quick["student"] < quick["ta"]
+    saved = json.loads((world / "configs" / "ta.json").read_text())
+    assert saved["vocab_size"] == len(tok) and saved["hidden_size"] == 128
+
+
+def test_show_and_bad_input(world, cli, tmp_path):
+    r = cli("world", "show", str(world))
+    assert r.returncode == 0, r.stderr
+    assert "long:short =" in r.stdout and "\\boxed{" in r.stdout and "## hard" in r.stdout
+    r = cli("world", "build", "--out", str(world), "--quick")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "already exists" in r.stderr
+    r = cli("world", "build", "--out", str(tmp_path / "w2"), "--min-ops", "3", "--max-ops", "2")
+    assert r.returncode == 2 and "min_ops" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "w2").exists()
+    with pytest.raises(UserError, match="not a finished miniature world"):
+        load_world(tmp_path)
+
+
+def test_pretrain_smoke(world, tmp_path):
+    from micota.data.world import PretrainConfig, pretrain_bases
+    from micota.models import load_model
+
+    out = pretrain_bases(PretrainConfig(world=str(world), out=str(tmp_path / "bases"), roles=["student"],
+                                        student_steps=3, eval_limit=4, max_new_tokens=8))
+    rep = json.loads((out / "pretrain_report.json").read_text())
+    s = rep["models"]["student"]
+    assert s["steps"] == 3 and s["accuracy_test"]["n"] == 4 and 0 <= s["accuracy_test"]["accuracy"] <= 1
+    assert json.loads((out / "manifest.json").read_text())["complete"]
+    model = load_model(out / "student")
+    assert sum(p.numel() for p in model.parameters()) == json.loads((world / "world.json").read_text())["params"]["student"]

@@ -1,0 +1,83 @@
+"""The oracle's trace styles: every trace grades correct; long traces slip, notice and recover;
+long:short token ratio within 4-8x under the world tokenizer."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+import pytest
+
+from micota.data.world.problems import Knobs, generate_splits
+from micota.data.world.traces import STYLES, long_trace, write_trace
+from micota.errors import UserError
+from micota.grading import grade_batch, is_correct
+
+SPLITS = generate_splits({"train": 150, "test": 50, "hard": 50},
+                         {"train": Knobs(), "test": Knobs(), "hard": Knobs(3, 4, 3)}, seed=3)
+PROBLEMS = [p for ps in SPLITS.values() for p in ps]
+
+
+def test_every_trace_of_every_style_grades_correct():
+    items, wrong_ref = [], []
+    for p in PROBLEMS:
+        for style in STYLES:
+            t = write_trace(style, p.meta, seed=1, slip_rate=0.3, problem_id=p.id)
+            assert t.count("\\boxed{") == 1 and t.rstrip().endswith(f"\\boxed{{{p.answer}}}.")
+            items.append((t, p.answer))
+            wrong_ref.append((t, str(int(p.answer) + 1)))
+    results = grade_batch(items + wrong_ref, mode="default")
+    ok = [r.correct for r in results]
+    assert all(ok[: len(items)]), [items[i][0][-80:] for i, v in enumerate(ok[: len(items)]) if not v][:3]
+    assert not any(ok[len(items):])  # the grader is really comparing
+
+
+def test_short_is_one_line_per_operation():
+    for p in PROBLEMS[:50]:
+        lines = write_trace("short", p.meta).splitlines()
+        assert len(lines) == len(p.meta["ops"]) + 1
+        for line, (op, b) in zip(lines, p.meta["ops"]):
+            assert re.fullmatch(r"\d+ [-+*/] \d+ = \d+", line) and line.split()[2] == str(b)
+
+
+def test_long_trace_slips_are_noticed_and_corrected():
+    p = SPLITS["hard"][0]
+    text, slips = long_trace(p.meta, seed=0, slip_rate=0.5, problem_id=p.id, return_slips=True)
+    assert slips >= 2
+    assert "Hmm, wait." in text or "Something is off." in text
+    assert "Wait, let me check" in text
+    # a wrong intermediate value is written before the correction, yet the final box is right
+    assert re.search(r"is \d+, not \d+\.|, not \d+\.", text)
+    assert is_correct(text, p.answer)
+    clean, none = long_trace(p.meta, seed=0, slip_rate=0.0, problem_id=p.id, return_slips=True)
+    assert none == 0 and "wait." not in clean.lower().replace("wait, let me check", "")
+    assert len(text) > len(clean)
+
+
+def test_long_traces_are_seeded():
+    p = SPLITS["train"][5]
+    a = [long_trace(p.meta, seed=s, slip_rate=0.3, problem_id=p.id) for s in range(8)]
+    assert a[0] == long_trace(p.meta, seed=0, slip_rate=0.3, problem_id=p.id)
+    assert len(set(a)) > 1  # different seeds slip in different places
+
+
+def test_long_short_token_ratio_within_4_to_8(tmp_path):
+    from micota.generation.prompts import build_messages
+    from micota.models.tiny import train_chatml_tokenizer
+
+    texts = [p.problem for p in PROBLEMS] + [write_trace(s, p.meta, problem_id=p.id) for p in PROBLEMS for s in STYLES]
+    tok = train_chatml_tokenizer(texts + ["user\n" + build_messages("x")[0]["content"]] * 20, vocab_size=768,
+                                 split_digits=True)
+    n = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for split in ("train", "test"):
+        ps = SPLITS[split]
+        short = statistics.fmean(n(write_trace("short", p.meta)) for p in ps)
+        long = statistics.fmean(n(write_trace("long", p.meta, problem_id=p.id)) for p in ps)
+        mid = statistics.fmean(n(write_trace("mid", p.meta)) for p in ps)
+        assert 4.0 <= long / short <= 8.0, (split, long / short)
+        assert short < mid < long
+
+
+def test_unknown_style():
+    with pytest.raises(UserError, match="unknown trace style 'huge'"):
+        write_trace("huge", PROBLEMS[0].meta)
