@@ -1,7 +1,7 @@
 """SFT throughput: packed vs padded batches on a dataset with skewed lengths (goal: packed >= 1.5x).
 
 Data: MATH problems with their reference solutions as completions (a long-tailed length
-distribution, like CoT data). Model: a small random-init Qwen2 (hidden 256, 4 layers) with a BPE
+distribution, like CoT data). Model: a small random-init Qwen2 (default hidden 512, 2 layers) with a BPE
 tokenizer trained on those texts, so the run is compute-bound rather than overhead-bound on CPU.
 Both runs train one epoch over the same examples (the same real tokens) with the same settings;
 tokens/s counts real (non-pad) tokens over the trainer's runtime. The loss after the same number
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=8, help="padded: examples per batch; packed: sequences of max-length")
     ap.add_argument("--packed-batch-size", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -44,7 +46,7 @@ def main() -> None:
     rows = rows[:args.n]
     work = Path(tempfile.mkdtemp(prefix="sft_packing."))
     model = save_tiny(work / "init", [r["problem"] + "\n" + r["solution"] for r in rows[:2000]], vocab_size=2000,
-                      hidden=256, layers=4, heads=4, kv_heads=2, max_positions=args.max_length)
+                      hidden=args.hidden, layers=args.layers, heads=8, kv_heads=4, max_positions=args.max_length)
     ds = work / "ds"
     ds.mkdir()
     ds_rows = [SftExample(id=str(i), problem_id=r["id"], prompt=build_messages(r["problem"]),
@@ -62,6 +64,8 @@ def main() -> None:
     init_bpc = compute_bpc(BpcConfig(model=str(model), data=str(ds), batch_size=16))["bpc_char_weighted"]
     lengths = sorted(len(r["solution"]) for r in rows)
     p = results["padded"]
+    print(f"model: random-init Qwen2 hidden={args.hidden} layers={args.layers} vocab=2000; padded batch={args.batch_size}, "
+          f"packed batch={args.packed_batch_size} x {args.max_length} tokens")
     print(f"examples={p['examples_used']} (dropped over {args.max_length}: {p['dropped_too_long']}) real tokens/epoch={p['tokens_per_epoch']} "
           f"solution chars median={lengths[len(lengths) // 2]} max={lengths[-1]}")
     for name, r in results.items():

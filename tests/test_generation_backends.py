@@ -24,6 +24,8 @@ def test_batched_left_padded_greedy_equals_one_at_a_time(backend):
     assert all(len(c) == 1 for c in batched)
     assert {c[0].text for c in batched} != {batched[0][0].text}  # outputs differ per prompt: order is kept
     assert all(c[0].finish_reason == "length" and c[0].completion_tokens == 12 for c in batched)
+    twice = backend.generate(PROMPTS[:2], SamplingParams(n=2, max_new_tokens=12))  # greedy n=2: the same text twice
+    assert twice == [[batched[0][0]] * 2, [batched[1][0]] * 2]
 
 
 def test_stops_on_any_eos_id_from_generation_config(tiny_model_dir):

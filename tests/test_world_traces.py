@@ -8,13 +8,13 @@ import statistics
 
 import pytest
 
-from micota.data.world.problems import Knobs, generate_splits
+from micota.data.world import WorldConfig
+from micota.data.world.problems import generate_splits
 from micota.data.world.traces import STYLES, long_trace, write_trace
 from micota.errors import UserError
 from micota.grading import grade_batch, is_correct
 
-SPLITS = generate_splits({"train": 150, "test": 50, "hard": 50},
-                         {"train": Knobs(), "test": Knobs(), "hard": Knobs(3, 4, 3)}, seed=3)
+SPLITS = generate_splits({"train": 150, "test": 50, "hard": 50}, WorldConfig(out=".").knobs(), seed=3)
 PROBLEMS = [p for ps in SPLITS.values() for p in ps]
 
 

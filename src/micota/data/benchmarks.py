@@ -104,7 +104,8 @@ def _from_hub(spec: BenchmarkSpec, searched: list[Path]) -> list[Problem]:
 
         ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
     except Exception as e:  # network, auth, missing dataset: all one line for the user
-        raise UserError(f"benchmark {spec.name!r}: {hint} (hub {spec.hub_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"benchmark {spec.name!r}: {hint} (hub {spec.hub_id} failed: {why})") from None
     f = spec.fields
     out = []
     for i, row in enumerate(ds):

@@ -13,9 +13,10 @@ by name in :data:`BACKENDS` as lazy ``"module:attr"`` import paths (or factories
 length within the call (results are returned in input order), stopping on any EOS id (the
 tokenizer's and the generation config's). Greedy when ``temperature == 0``; otherwise sampling
 with ``temperature``/``top_p`` (``top_k`` off) under a seed derived from ``params.seed`` and the
-batch's prompts, so the same call gives the same samples. ``finish_reason`` is ``"length"`` when
-``max_new_tokens`` were generated without EOS; ``completion_tokens`` counts generated tokens up to
-and including EOS (as vLLM does); the text is decoded without special tokens.
+batch's prompts, so the same call gives the same samples (greedy with ``n > 1`` decodes once and
+repeats the completion). ``finish_reason`` is ``"length"`` when ``max_new_tokens`` were generated
+without EOS; ``completion_tokens`` counts generated tokens up to and including EOS (as vLLM does);
+the text is decoded without special tokens.
 """
 
 from __future__ import annotations
@@ -146,12 +147,13 @@ class HFBackend:
         encoded = [prompt_token_ids(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
-        # each prompt is repeated n times; a batch holds batch_size rows
-        rows = [i for i in order for _ in range(params.n)]
+        # sampling: each prompt is a row n times; greedy: once, copied n times. A batch holds batch_size rows.
+        reps = params.n if params.temperature > 0 else 1
+        rows = [i for i in order for _ in range(reps)]
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             for i, comp in zip(chunk, self._generate_batch([encoded[i] for i in chunk], [prompts[i] for i in chunk], params)):
-                out[i].append(comp)
+                out[i].extend([comp] * (params.n // reps))
         return out
 
     def _generate_batch(self, ids: list[list[int]], texts: list[str], params: SamplingParams) -> list[Completion]:

@@ -45,10 +45,12 @@ class GenerationOptions(StageConfig):
     backend: str = Field("hf", description="Generation backend: hf, vllm (optional extra), or a registered one.")
     batch_size: int = Field(8, ge=1, description="Prompts per batch (rows are flushed to disk per batch).")
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
-    data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files (else $MICOTA_DATA_DIR, ../shared/data/benchmarks, the hub).")
+    data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files "
+                                  "(else $MICOTA_DATA_DIR, ../shared/data/benchmarks, the hub).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Instruction appended to each problem.")
     system: str | None = Field(None, description="System message (default: none, or the chat template's own).")
-    use_chat_template: bool = Field(True, description="Render with the model's chat template (--no-chat-template for base models: plain text).",
+    use_chat_template: bool = Field(True, description="Render with the model's chat template "
+                                    "(--no-chat-template for base models: plain text).",
                                     json_schema_extra={"cli_flag": "chat_template"})
     template: Path | None = Field(None, description="A .jinja chat template file overriding the tokenizer's.")
     dtype: str = Field("auto", description="auto (bf16 on supporting GPUs, fp32 on CPU), bfloat16, float16, float32.")
@@ -114,7 +116,8 @@ def _check_existing(out: Path, chash: str) -> list[Sample]:
     if man is not None and man.get("stage") != "generate":
         raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
     if man is not None and man.get("sample_config_hash") != chash:
-        raise UserError(f"{out}: finished with a different model/sampling/prompt config ({man.get('sample_config_hash')} != {chash}); choose another --out")
+        raise UserError(f"{out}: finished with a different model/sampling/prompt config "
+                        f"({man.get('sample_config_hash')} != {chash}); choose another --out")
     existing = load_samples(out)
     for s in existing:
         if s.config_hash != chash:

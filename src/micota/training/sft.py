@@ -154,6 +154,12 @@ def _make_trainer_class() -> type:
     return MicotaSFTTrainer
 
 
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    """The Trainer's newest ``checkpoint-<step>`` folder (one with trainer_state.json), if any."""
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
 def _plot_loss(curve: list[dict[str, float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -182,9 +188,7 @@ def train(cfg: TrainConfig) -> Path:
     if out.exists():
         raise UserError(f"{out}: output already exists (remove it or choose another path)")
     ckpt_dir, partial = Path(cfg.checkpoint_dir()), out.parent / f".{out.name}.partial"
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = _last_checkpoint(ckpt_dir)
     if last and not cfg.resume:
         raise UserError(f"{ckpt_dir}: checkpoints of an earlier run exist: pass --resume to continue, or remove it")
 

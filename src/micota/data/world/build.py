@@ -40,7 +40,7 @@ QUICK: dict[str, Any] = {
     "n_train": 600, "n_test": 60, "n_hard": 60,
     "student_hidden": 64, "student_layers": 2, "student_intermediate": 192,
     "ta_hidden": 128, "ta_layers": 3, "ta_intermediate": 384,
-    "student_steps": 150, "ta_steps": 60, "batch_size": 16,
+    "student_steps": 200, "ta_steps": 80,
 }
 
 
@@ -72,11 +72,11 @@ class WorldConfig(StageConfig):
     ta_layers: int = Field(6, ge=1, description="TA layers")
     ta_intermediate: int = Field(768, ge=8, description="TA MLP size")
     ta_heads: int = Field(8, ge=1, description="TA attention heads (kv heads = half)")
-    student_steps: int = Field(400, ge=1, description="Base pretraining: student optimizer steps")
-    ta_steps: int = Field(150, ge=1, description="Base pretraining: TA optimizer steps")
-    student_lr: float = Field(3e-3, gt=0, description="Base pretraining: student peak learning rate")
-    ta_lr: float = Field(1.5e-3, gt=0, description="Base pretraining: TA peak learning rate")
-    batch_size: int = Field(32, ge=1, description="Base pretraining: examples per step")
+    student_steps: int = Field(800, ge=1, description="Base pretraining: student optimizer steps")
+    ta_steps: int = Field(300, ge=1, description="Base pretraining: TA optimizer steps")
+    student_lr: float = Field(5e-3, gt=0, description="Base pretraining: student peak learning rate")
+    ta_lr: float = Field(2e-3, gt=0, description="Base pretraining: TA peak learning rate")
+    batch_size: int = Field(16, ge=1, description="Base pretraining: examples per step")
     pretrain: bool = Field(False, description="Also pretrain the System-1 bases into OUT/bases (the pipeline runs this as its own stage)")
     overwrite: bool = Field(False, description="Replace an existing complete world at OUT")
 
