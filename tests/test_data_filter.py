@@ -53,7 +53,7 @@ def test_filter_reasons_selection_and_rows(tmp_path, per_problem, kept_ids):
     if per_problem != "all":
         dropped["not_selected"] = 1
     assert rep["dropped"] == dropped and rep["kept"] == len(kept_ids) and rep["samples"] == len(ROWS)
-    assert rep["completion_tokens_all"]["max"] == 300
+    assert rep["completion_tokens_all"]["max"] == 300 and rep["samples_run_complete"] is False
     r = next(r for r in rows if r.problem_id == "a")
     assert [m.model_dump() for m in r.prompt] == build_messages("What is 3 + 4?")
     assert r.completion[0].role == "assistant" and r.meta["model"] == "teacher" and r.meta["source"] == "toy"

@@ -131,9 +131,20 @@ def test_preflight_drops_long_examples_and_checks_supervision(tiny_model_dir, tm
         n = mask.index(1)
         assert set(mask[:n]) == {0} and set(mask[n:]) == {1}
         assert tok.decode(ids[n:]).endswith("<|im_end|>") and tok.decode(ids[:n]).endswith("<|im_start|>assistant\n")
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    from micota.models.tiny import CHATML_TEMPLATE
+    from micota.training.data import check_template
+
+    tok.chat_template = None  # a base model without a chat template: --template or plain text
+    with pytest.raises(UserError, match="no chat template"):
+        check_template(tok, use_chat_template=True, template=None)
+    rows_t, _ = preflight(tok, short, max_length=64, template=CHATML_TEMPLATE)
+    assert [r["input_ids"] for r in rows_t] == [r["input_ids"] for r in rows]
+    plain, _ = preflight(tok, short, max_length=64, use_chat_template=False)
+    n = plain[0]["completion_mask"].index(1)
+    assert tok.decode(plain[0]["input_ids"][:n]) == "What is 2 + 1?\n"
+    bad = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
     with pytest.raises(UserError, match="does not round-trip"):
-        preflight(tok, short, max_length=64)
+        preflight(tok, short, max_length=64, template=bad)
 
 
 BAD_ROWS = {

@@ -103,17 +103,18 @@ def _pct(x: float | None) -> str:
 def summary_markdown(summary: EvalSummary) -> str:
     n = max((b.n_samples_per_problem for b in summary.benchmarks), default=1)
     acc_name = "pass@1" if n == 1 else f"avg@{n}"
-    lines = [
-        f"# Evaluation of `{summary.model}`", "",
-        f"| benchmark | grading | problems | samples/problem | {acc_name} % | 95% CI | pass@{n} % | mean tokens | median tokens | truncated % |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
-    ]
+    pk = [f"pass@{n} %"] if n > 1 else []
+    head = ["benchmark", "grading", "problems", "samples/problem", f"{acc_name} %", "95% CI", *pk, "mean tokens",
+            "median tokens", "truncated %"]
+    lines = [f"# Evaluation of `{summary.model}`", "", "| " + " | ".join(head) + " |",
+             "|---|---|---:|---:|---:|---|" + "---:|" * len(pk) + "---:|---:|---:|"]
     for b in summary.benchmarks:
-        lines.append(f"| {b.benchmark} | {b.grade_mode} | {b.n_problems} | {b.n_samples_per_problem} | {_pct(b.accuracy)} | "
-                     f"{_pct(b.ci95[0])}–{_pct(b.ci95[1])} | {_pct(b.pass_at_k)} | {b.mean_completion_tokens:.1f} | "
-                     f"{b.median_completion_tokens:.1f} | {_pct(b.truncation_rate)} |")
-    lines.append(f"| **macro average** | | | | **{_pct(summary.macro_accuracy)}** | | | | | |")
-    lines += ["", f"Accuracy: mean over problems of the share of correct samples; CI: percentile bootstrap over problems "
+        cells = [b.benchmark, b.grade_mode, str(b.n_problems), str(b.n_samples_per_problem), _pct(b.accuracy),
+                 f"{_pct(b.ci95[0])}–{_pct(b.ci95[1])}", *([_pct(b.pass_at_k)] if pk else []),
+                 f"{b.mean_completion_tokens:.1f}", f"{b.median_completion_tokens:.1f}", _pct(b.truncation_rate)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| **macro average** | | | | **" + _pct(summary.macro_accuracy) + "** |" + " |" * (len(head) - 5))
+    lines += ["", "Accuracy: mean over problems of the share of correct samples; CI: percentile bootstrap over problems "
               f"(2000 resamples). Completions cut at the token limit count as wrong. config {summary.config_hash}.", ""]
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from micota.config import StageConfig
 from micota.errors import UserError
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages
 from micota.io import atomic_dir, atomic_write_json
-from micota.manifest import write_manifest
+from micota.manifest import is_complete, write_manifest
 from micota.records import Message, Sample, SftExample, read_jsonl, write_jsonl_atomic
 
 
@@ -149,8 +149,10 @@ def filter_samples(cfg: FilterConfig) -> Path:
         )
         for s in kept
     ]
+    src = Path(cfg.samples)
     report = {
         "samples": len(samples),
+        "samples_run_complete": is_complete(src) if src.is_dir() else None,  # False: generation was still running/killed
         "problems": len({s.problem_id for s in samples}),
         "kept": len(examples),
         "problems_kept": len(candidates),

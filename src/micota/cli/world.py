@@ -35,7 +35,9 @@ def _show(world: Path, n: int = 2) -> None:
     if (Path(world) / "bases" / "pretrain_report.json").is_file():
         rep = read_json(Path(world) / "bases" / "pretrain_report.json")
         for role, r in rep.get("models", {}).items():
-            typer.echo(f"base {role}: {r.get('accuracy')}")
+            accs = ", ".join(f"{k.removeprefix('accuracy_')} {v['accuracy']:.1%} (n={v['n']})"
+                             for k, v in r.items() if k.startswith("accuracy_"))
+            typer.echo(f"base {role} ({r['params']:,} params, {r['steps']} steps): {accs or 'not measured'}")
 
 
 def register(app: typer.Typer) -> None:

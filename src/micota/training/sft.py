@@ -22,7 +22,6 @@ Debug hook: with ``MICOTA_TRAIN_TRACE_DIR`` set, each rank writes the example id
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -37,8 +36,7 @@ from micota.manifest import write_manifest
 from micota.models import load_model, load_tokenizer, resolve_model
 from micota.records import SftExample
 from micota.training.config import TrainConfig
-from micota.training.data import check_template, completion_text, read_sft_dataset, read_template
-from micota.training.data import encode_pair
+from micota.training.data import check_template, completion_text, encode_pair, read_sft_dataset, read_template
 
 TRACE_ENV = "MICOTA_TRAIN_TRACE_DIR"
 
@@ -154,6 +152,20 @@ def _make_trainer_class() -> type:
     return MicotaSFTTrainer
 
 
+def _no_final_checkpoint_callback() -> Any:
+    """Skip the checkpoint Trainer writes at the last step (the final model is saved right after);
+    for big models that checkpoint is the whole optimizer state."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+                control.should_save = False
+            return control
+
+    return NoFinalCheckpoint()
+
+
 def _last_checkpoint(ckpt_dir: Path) -> str | None:
     """The Trainer's newest ``checkpoint-<step>`` folder (one with trainer_state.json), if any."""
     found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
@@ -249,6 +261,7 @@ def train(cfg: TrainConfig) -> Path:
     trace_dir = os.environ.get(TRACE_ENV)
     dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "completion_mask")} for r in rows])
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
+    trainer.add_callback(_no_final_checkpoint_callback())
     trainer.micota_tokens, trainer.micota_supervised, trainer.micota_seen = 0, 0, []
     if trace_dir:
         trainer.micota_ids = {tuple(r["input_ids"]): r["id"] for r in rows}
@@ -289,6 +302,7 @@ def train(cfg: TrainConfig) -> Path:
         "epochs": trainer.state.epoch,
         "world_size": trainer.args.world_size,
         "resumed_from": last if cfg.resume else None,
+        "tokens_counted_since_step": int(last.rsplit("-", 1)[-1]) if cfg.resume and last else 0,
         "train_loss": result.training_loss,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 3),
         "loss_curve": curve,

@@ -36,9 +36,8 @@ def _inverse(op: str, a: int, b: int, r: int) -> tuple[str, int, int, int]:
 
 
 def short_trace(meta: dict[str, Any]) -> str:
-    lines = [_eq(a, op, b, r) for a, op, b, r in solve(meta)]
-    ans = solve(meta)[-1][3]
-    return "\n".join(lines + [f"The answer is \\boxed{{{ans}}}."])
+    steps = solve(meta)
+    return "\n".join([_eq(*s) for s in steps] + [f"The answer is \\boxed{{{steps[-1][3]}}}."])
 
 
 def mid_trace(meta: dict[str, Any]) -> str:
@@ -46,7 +45,10 @@ def mid_trace(meta: dict[str, Any]) -> str:
     lines = [f"{meta['name']} starts with {meta['start']} {meta['object']}."]
     for a, op, b, r in steps:
         lines.append(f"{meta['pronoun']} {STEP_PHRASE[op].format(b=b)}: {_eq(a, op, b, r)}.")
-    checks = [_eq(r, inv, b, a) for a, op, b, r in reversed(steps) for inv in [_inverse(op, a, b, r)[0]]]
+    checks = []
+    for a, op, b, r in reversed(steps):
+        inv, x, y, back = _inverse(op, a, b, r)
+        checks.append(_eq(x, inv, y, back))
     lines.append("Check: " + ", ".join(checks) + ". Yes.")
     lines.append(f"The answer is \\boxed{{{steps[-1][3]}}}.")
     return "\n".join(lines)
@@ -69,6 +71,7 @@ class _Writer:
         return hit
 
     def wrong(self, right: int, lo: int = 0, hi: int = 9) -> int:
+        """A value next to ``right`` (never equal to it), within ``lo..hi`` when possible."""
         w = right + self.rng.choice([-1, 1])
         return w if lo <= w <= hi and w != right else (right + 1 if right + 1 <= hi else right - 1)
 
