@@ -57,7 +57,8 @@ def launcher_command(launcher: LauncherSpec, kind: str, config_path: Path) -> li
 
 def _run_instance(plan: Plan, inst: Instance) -> None:
     assert inst.kind is not None and inst.config is not None
-    if inst.dir.exists() and "resume" in type(inst.config).model_fields:  # e.g. train: continue from its checkpoints
+    # e.g. train: continue from checkpoints a killed run left beside its output (none: starts fresh)
+    if "resume" in type(inst.config).model_fields:
         inst.config = inst.config.model_copy(update={"resume": True})
     if inst.launcher is None or inst.launcher.type == "python":
         _, fn = inst.kind.load()
