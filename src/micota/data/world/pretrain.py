@@ -10,7 +10,7 @@ generation runner and grader (``default`` mode: last ``\\boxed{}``). Output::
     OUT/pretrain_report.json       per role: params, steps, lr, wall time, final loss, accuracy per split
     OUT/manifest.json              written last
 
-Steps, learning rates and batch size default to the world's config (so ``quick`` worlds pretrain
+Steps, learning rates and batch sizes default to the world's config (so ``quick`` worlds pretrain
 quickly). A role whose folder is already complete is not retrained, so a killed run resumes.
 """
 
@@ -38,7 +38,8 @@ class PretrainConfig(StageConfig):
     ta_steps: int | None = Field(None, ge=1, description="TA optimizer steps (default: the world's)")
     student_lr: float | None = Field(None, gt=0, description="Student peak learning rate (default: the world's)")
     ta_lr: float | None = Field(None, gt=0, description="TA peak learning rate (default: the world's)")
-    batch_size: int | None = Field(None, ge=1, description="Examples per step (default: the world's)")
+    student_batch_size: int | None = Field(None, ge=1, description="Student examples per step (default: the world's)")
+    ta_batch_size: int | None = Field(None, ge=1, description="TA examples per step (default: the world's)")
     eval_splits: list[str] = Field(default_factory=lambda: ["test"], description="Splits whose greedy accuracy is measured (test, hard)")
     eval_limit: int = Field(100, ge=0, description="Problems per split for the accuracy check (0 = skip it)")
     max_new_tokens: int = Field(160, ge=1, description="Generation limit of the accuracy check")
@@ -50,7 +51,7 @@ def _train_role(cfg: PretrainConfig, world, role: str, out: Path) -> dict:
 
     steps = getattr(cfg, f"{role}_steps") or getattr(world.config, f"{role}_steps")
     lr = getattr(cfg, f"{role}_lr") or getattr(world.config, f"{role}_lr")
-    bs = cfg.batch_size or world.config.batch_size
+    bs = getattr(cfg, f"{role}_batch_size") or getattr(world.config, f"{role}_batch_size")
     dest = out / role
     if not is_complete(dest):
         train(TrainConfig(data=str(world.dir / "traces" / "short"), out=str(dest), tokenizer=str(world.dir / "tokenizer"),
