@@ -214,3 +214,32 @@ def test_report_numbers_trace_to_stage_outputs(tmp_path, tiny_model_dir):
     src = res["sources"]["variants.mid.b"]["files"][0]
     rows = [json.loads(x) for x in (plan.out / src).read_text().splitlines()]
     assert res["variants"]["mid"]["b"]["n"] == len({r["problem_id"] for r in rows})
+
+
+def test_an_empty_variant_is_recorded_and_the_rest_of_the_pipeline_runs(tmp_path, tiny_model_dir):
+    """An untrained model solves nothing: its filter stage comes out empty, the student stage that
+    depends on it is skipped as empty, and the report still runs, naming the empty variant."""
+    spec = yaml.safe_load(_pipeline(tmp_path, tiny_model_dir).read_text())
+    spec["stages"]["filter_b"] = {"kind": "filter", "inputs": {"samples": "${gen_b}"}, "max_tokens": 64}
+    spec["stages"]["train_b"] = {"kind": "train", "inputs": {"base": "${models.m}", "data": "${filter_b}"},
+                                 "max_steps": 1, "max_length": 256}
+    spec["stages"]["stats"] = {"kind": "stats", "inputs": {"inputs": ["${gen_a}", "${filter_b}"], "tokenizer": "${models.m}"},
+                               "labels": ["a", "b"]}
+    spec["stages"]["report"]["inputs"]["bpc"] = {"mid": "${filter_b}"}
+    p = tmp_path / "pipe-empty.yaml"
+    p.write_text(yaml.safe_dump(spec, sort_keys=False))
+    plan = run_pipeline(p)
+    dirs = {i.name: i.dir for i in plan.instances}
+    fm = json.loads((dirs["filter_b"] / "manifest.json").read_text())
+    assert fm["complete"] and fm["empty"] and "no sample survived filtering" in fm["empty_reason"]
+    tm = json.loads((dirs["train_b"] / "manifest.json").read_text())
+    assert tm["empty"] and "filter_b" in tm["empty_reason"]
+    assert not (dirs["train_b"] / "config.json").exists()
+    stats = json.loads((dirs["stats"] / "stats.json").read_text())
+    assert list(stats["datasets"]) == ["a"] and "no sample survived" in stats["empty"]["b"]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "bpc.mid" in res["empty"] and res["claims"][2]["verdict"] == "inconclusive"
+    assert "mid is empty" in res["claims"][2]["why"]
+    assert "bpc.mid: " in (tmp_path / "out" / "REPORT.md").read_text()
+    # a rerun finds everything cached, the empty stages included
+    assert [i.status for i in make_plan(load_pipeline(p)).instances] == ["cached"] * len(plan.instances)

@@ -13,3 +13,13 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class EmptyInputError(UserError):
+    """A stage's input (or result) holds no rows — e.g. no sample survived filtering.
+
+    On the CLI it is an ordinary bad-input error (one line, exit 2). Inside a pipeline the runner
+    records the stage as *empty* (a complete manifest with ``empty: true``) and marks the stages
+    that depend on it empty too, so one failed data variant does not stop the others; the report
+    shows that variant as "no data".
+    """

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from micota.config import StageConfig
-from micota.errors import UserError
+from micota.errors import EmptyInputError, UserError
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, write_manifest
@@ -136,7 +136,7 @@ def filter_samples(cfg: FilterConfig) -> Path:
             reasons["not_selected"] += len(cands) - len(chosen)
         kept.extend(chosen)
     if not kept:
-        raise UserError(f"{cfg.samples}: no sample survived filtering ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
+        raise EmptyInputError(f"{cfg.samples}: no sample survived filtering ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
 
     examples = [
         SftExample(

@@ -68,3 +68,17 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 def is_complete(out_dir: str | os.PathLike) -> bool:
     m = read_manifest(out_dir)
     return bool(m and m.get("complete"))
+
+
+def write_empty_manifest(out_dir: str | os.PathLike, *, stage: str, config: Any = None, reason: str) -> Path:
+    """Mark ``out_dir`` as a finished stage that produced nothing (``empty: true`` + the reason)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return write_manifest(out_dir, stage=stage, config=config, extra={"empty": True, "empty_reason": reason})
+
+
+def empty_reason(out_dir: str | os.PathLike) -> str | None:
+    """The reason a finished stage output is empty, or None when it holds results."""
+    m = read_manifest(out_dir)
+    if m and m.get("complete") and m.get("empty"):
+        return str(m.get("empty_reason") or "empty")
+    return None

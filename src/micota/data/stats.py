@@ -29,7 +29,7 @@ from pydantic import Field
 from micota.config import StageConfig
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text
-from micota.manifest import write_manifest
+from micota.manifest import empty_reason, write_manifest
 
 MARKERS = ("wait", "let me check", "alternatively", "hmm", "double-check")
 _MARKER_RE = {m: re.compile(r"\b" + re.escape(m).replace(r"\ ", r"\s+") + r"\b", re.IGNORECASE) for m in MARKERS}
@@ -142,16 +142,23 @@ def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.tokenizer)
     stats: dict[str, dict[str, Any]] = {}
     lengths: dict[str, list[int]] = {}
+    empty: dict[str, str] = {}
     for lab, path in zip(labels, cfg.inputs):
+        if why := empty_reason(path):  # a pipeline stage that produced nothing (e.g. no sample kept)
+            empty[lab] = why
+            continue
         texts, truncated = load_completions(path)
         counts = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
         stats[lab] = {"input": str(path), **text_stats(texts, counts, truncated)}
         lengths[lab] = counts
     if cfg.out:
         with atomic_dir(cfg.out) as tmp:
-            atomic_write_json(tmp / "stats.json", {"tokenizer": cfg.tokenizer, "datasets": stats})
-            atomic_write_text(tmp / "stats.md", f"Completion statistics (tokenizer: `{cfg.tokenizer}`)\n\n" + _markdown(stats))
-            _plot(lengths, tmp / "lengths.png")
+            atomic_write_json(tmp / "stats.json", {"tokenizer": cfg.tokenizer, "datasets": stats, "empty": empty})
+            note = "".join(f"\n- {lab}: empty ({why})" for lab, why in empty.items())
+            atomic_write_text(tmp / "stats.md", f"Completion statistics (tokenizer: `{cfg.tokenizer}`)\n\n"
+                              + (_markdown(stats) if stats else "No non-empty input.\n") + note + ("\n" if note else ""))
+            if lengths:
+                _plot(lengths, tmp / "lengths.png")
             write_manifest(tmp, stage="stats", config=cfg, inputs={lab: p for lab, p in zip(labels, cfg.inputs)},
                            counts={lab: s["n"] for lab, s in stats.items()}, started_at=t0)
     return stats

@@ -27,7 +27,7 @@ from micota.errors import UserError
 from micota.generation.backends import GenerationBackend, SamplingParams, make_backend, prompt_token_ids
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
 from micota.manifest import MANIFEST, read_manifest, write_manifest
-from micota.records import JsonlAppender, Problem, Sample, read_jsonl
+from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 
 SHARD_GLOB = "samples-*.jsonl"
 # fields that change how work is scheduled or where it goes, not what a completion is
@@ -101,10 +101,7 @@ def load_samples(out_dir: str | Path) -> list[Sample]:
     out = Path(out_dir)
     if not out.is_dir():
         raise UserError(f"{out}: no such samples directory")
-    rows: list[Sample] = []
-    for shard in sorted(out.glob(SHARD_GLOB)):
-        rows.extend(read_jsonl(shard, Sample, drop_torn_tail=True))
-    return rows
+    return read_jsonl_dir(out, Sample, pattern=SHARD_GLOB)
 
 
 def _check_existing(out: Path, chash: str) -> list[Sample]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from micota.errors import UserError
+from micota.errors import EmptyInputError, UserError
 from micota.io import read_json
+from micota.manifest import write_empty_manifest
 
 
 def main(argv: list[str]) -> int:
@@ -21,11 +22,23 @@ def main(argv: list[str]) -> int:
     try:
         kind = get_stage_kind(argv[0])
         cls, fn = kind.load()
-        fn(cls.build(read_json(argv[1]), prefix=argv[1]))
+        cfg = cls.build(read_json(argv[1]), prefix=argv[1])
+        try:
+            fn(cfg)
+        except EmptyInputError as e:  # recorded, not fatal: the runner marks dependants empty
+            if _is_rank0():
+                write_empty_manifest(getattr(cfg, kind.out_field()), stage=kind.name, config=cfg, reason=str(e))
+            print(f"empty: {e}", file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from micota.errors import UserError
+from micota.errors import EmptyInputError, UserError
 from micota.io import atomic_write_bytes, atomic_write_json, to_jsonable
-from micota.manifest import is_complete
+from micota.manifest import empty_reason, is_complete, write_empty_manifest
 from micota.pipeline.planner import STATE_DIR, Instance, Plan, _state_path, make_plan, state_record
 from micota.pipeline.schema import LauncherSpec, load_pipeline
 
@@ -134,7 +134,16 @@ def run_pipeline(
             shutil.rmtree(inst.dir)
         echo(f"[{n}/{len(todo)}] {inst.name} ({inst.stage.kind}): {inst.reason}")
         t0 = time.time()
-        _run_instance(plan, inst)
+        empty_dep = next((d for d in inst.deps if empty_reason(plan.get(d).dir)), None)
+        if empty_dep and not inst.kind.accepts_empty:
+            write_empty_manifest(inst.dir, stage=inst.stage.kind, config=inst.config, reason=f"input stage {empty_dep} is empty")
+            echo(f"[{n}/{len(todo)}] {inst.name} skipped: input stage {empty_dep} is empty")
+        else:
+            try:
+                _run_instance(plan, inst)
+            except EmptyInputError as e:  # one data variant came out empty: record it, go on with the rest
+                write_empty_manifest(inst.dir, stage=inst.stage.kind, config=inst.config, reason=str(e))
+                echo(f"[{n}/{len(todo)}] {inst.name} is empty: {e}")
         if not is_complete(inst.dir):
             raise UserError(f"stage {inst.name} ({inst.stage.kind}) finished without a complete manifest in {inst.dir}")
         atomic_write_json(_state_path(plan.out, inst.name), to_jsonable(state_record(inst)))

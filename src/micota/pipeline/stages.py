@@ -32,6 +32,7 @@ class StageKind:
     fn: str
     launchable: bool = False
     description: str = ""
+    accepts_empty: bool = False  # runs even when an input stage produced nothing (report, stats)
 
     def load(self) -> tuple[type[StageConfig], Callable[[Any], Any]]:
         return _import(self.config, self.name), _import(self.fn, self.name)
@@ -83,8 +84,10 @@ for _k in (
     StageKind("merge_search", "micota.pipeline.merge_search:MergeSearchConfig", "micota.pipeline.merge_search:merge_search",
               description="pick the merge weight whose traces hit a target length ratio"),
     StageKind("bpc", "micota.scoring.bpc:BpcConfig", "micota.scoring.bpc:compute_bpc", description="bits per character"),
-    StageKind("stats", "micota.data.stats:StatsConfig", "micota.data.stats:dataset_stats", description="dataset statistics"),
-    StageKind("report", "micota.report:ReportConfig", "micota.report:build_report", description="REPORT.md + results.json"),
+    StageKind("stats", "micota.data.stats:StatsConfig", "micota.data.stats:dataset_stats", description="dataset statistics",
+              accepts_empty=True),
+    StageKind("report", "micota.report:ReportConfig", "micota.report:build_report", description="REPORT.md + results.json",
+              accepts_empty=True),
 ):
     register_stage_kind(_k)
 

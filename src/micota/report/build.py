@@ -26,7 +26,7 @@ from pydantic import Field
 from micota.config import StageConfig
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text
-from micota.manifest import write_manifest
+from micota.manifest import MANIFEST, empty_reason, write_manifest
 from micota.records import BpcRecord, Sample, read_jsonl
 from micota.report import claims as C
 from micota.report.render import render_markdown
@@ -137,16 +137,27 @@ def _bpc_block(name: str, d: Path, src: _Src, cfg: ReportConfig) -> tuple[dict[s
 
 def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[str, list[float]]]:
     src = _Src(root)
-    res: dict[str, Any] = {"title": cfg.title, "variants": {}, "bpc": {}, "comparisons": {}, "claims": [],
+    res: dict[str, Any] = {"title": cfg.title, "variants": {}, "bpc": {}, "comparisons": {}, "claims": [], "empty": {},
                            "thresholds": {"length_range": list(cfg.length_range), "min_retention": cfg.min_retention}}
     src.add("thresholds", [], "report config (recipe)")
     hist: dict[str, list[float]] = {}
     per_var = {}
+    def empty(key: str, dirs: str | list[str] | None) -> bool:
+        """Record (and report) a stage output that came out empty, e.g. no sample survived filtering."""
+        for d in [dirs] if isinstance(dirs, str) else dirs or []:
+            if why := empty_reason(d):
+                res["empty"][key] = why
+                src.add(f"empty.{key}", [Path(d) / MANIFEST], "the stage manifest says empty (empty_reason)")
+                return True
+        return False
+
     for name, d in cfg.evals.items():
-        res["variants"][name], per_var[name] = _variant_block(name, d, cfg, src)
+        if not empty(f"variants.{name}", d):
+            res["variants"][name], per_var[name] = _variant_block(name, d, cfg, src)
+    bpc_recs = {}
     for name, d in cfg.bpc.items():
-        res["bpc"][name], _ = _bpc_block(name, Path(d), src, cfg)
-    bpc_recs = {n: read_jsonl(Path(d) / "bpc.jsonl", BpcRecord) for n, d in cfg.bpc.items()}
+        if not empty(f"bpc.{name}", d):
+            res["bpc"][name], bpc_recs[name] = _bpc_block(name, Path(d), src, cfg)
 
     # paired comparisons of every variant against the baseline (per split and pooled)
     base = cfg.baseline
@@ -171,7 +182,11 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
     # claim (i)
     ci: dict[str, Any] = {"id": "i", "statement": "The merged TA writes markedly shorter traces than the fine-tuned TA "
                           "while keeping most of its accuracy."}
-    if cfg.ta_finetuned and cfg.ta_merged:
+    ta_empty = empty("ta_finetuned", cfg.ta_finetuned) | empty("ta_merged", cfg.ta_merged)
+    if ta_empty:
+        verdict, why = C.INCONCLUSIVE, "the fine-tuned or merged TA produced no samples (" + "; ".join(
+            res["empty"][k] for k in ("ta_finetuned", "ta_merged") if k in res["empty"]) + ")"
+    elif cfg.ta_finetuned and cfg.ta_merged:
         (ft, ft_files), (mg, mg_files) = load_graded(cfg.ta_finetuned), load_graded(cfg.ta_merged)
         pf, pm = per_problem(ft), per_problem(mg)
         common = sorted(set(pf) & set(pm))
@@ -207,7 +222,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
         src.add("claims.ii", [], f"= comparisons.{cfg.method}_vs_{base}.pooled")
         src.map["claims.ii"]["files"] = src.map[f"comparisons.{cfg.method}_vs_{base}"]["files"]
     else:
-        verdict, why = C.INCONCLUSIVE, f"variants {cfg.method!r} and {base!r} not both evaluated"
+        verdict, why = C.INCONCLUSIVE, _missing_why(res, "variants", cfg.method, base, "not both evaluated")
     cii.update(verdict=verdict, why=why)
     res["claims"].append(cii)
 
@@ -224,7 +239,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
         src.add("claims.iii", [Path(cfg.bpc[cfg.method]) / "bpc.jsonl", Path(cfg.bpc[base]) / "bpc.jsonl"],
                 "character-weighted BPC difference (method - baseline), independent bootstrap over records")
     else:
-        verdict, why = C.INCONCLUSIVE, f"no BPC for both {cfg.method!r} and {base!r}"
+        verdict, why = C.INCONCLUSIVE, _missing_why(res, "bpc", cfg.method, base, "no BPC for both")
     ciii.update(verdict=verdict, why=why)
     res["claims"].append(ciii)
 
@@ -238,6 +253,11 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
             src.add("merge_search", [ms], "the chosen point of the merge search", pointer="/chosen")
     res["sources"] = src.map
     return res, hist
+
+
+def _missing_why(res: dict[str, Any], section: str, method: str, base: str, default: str) -> str:
+    gone = [f"{v} is empty: {res['empty'][f'{section}.{v}']}" for v in (method, base) if f"{section}.{v}" in res["empty"]]
+    return "; ".join(gone) if gone else f"{default} {method!r} and {base!r}"
 
 
 def _finite(x: Any) -> Any:

@@ -31,8 +31,14 @@ def render_markdown(res: dict[str, Any]) -> str:
             cells += [fmt(b["accuracy"]), _ci(b["ci95"]), fmt(b["mean_completion_tokens"])] if b else ["n/a"] * 3
         bpc = res["bpc"].get(name, {}).get("bpc")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(bpc)} |")
+    for key in res.get("empty", {}):
+        if key.startswith("variants."):
+            lines.append(f"| {key.split('.', 1)[1]} | " + " | ".join(["no data"] * 3 * len(splits)) + " | n/a |")
     lines += ["", "Accuracy: mean over problems of the share of correct samples (truncated completions are wrong); "
               "CI: percentile bootstrap over problems. BPC: summed completion bits / characters under the student base.", ""]
+    if res.get("empty"):
+        lines += ["Stage outputs that came out empty (their variant has no student):", ""]
+        lines += [f"- {k}: {why}" for k, why in res["empty"].items()] + [""]
     if res["comparisons"]:
         lines += ["## Paired comparisons against the baseline (per problem)", "",
                   "| comparison | split | problems | accuracy diff | 95% CI |", "|---|---|---:|---:|---|"]

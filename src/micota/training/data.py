@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from micota.errors import UserError
+from micota.errors import EmptyInputError, UserError
 from micota.records import SftExample, iter_jsonl
 
 
@@ -59,7 +59,7 @@ def read_sft_dataset(path: str | os.PathLike) -> list[SftExample]:
         seen.add(ex.id)
         rows.append(ex)
     if not rows:
-        raise UserError(f"{f}: dataset has no examples")
+        raise EmptyInputError(f"{f}: dataset has no examples")
     return rows
 
 
