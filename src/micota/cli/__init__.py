@@ -22,8 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Command modules, each exposing ``register(app)``. Missing ones are skipped so the CLI stays usable
-# while an area is under construction.
+# Command modules, each exposing ``register(app)``.
 _COMMAND_MODULES = [
     "micota.cli.models",
     "micota.cli.eval",
@@ -37,13 +36,7 @@ _COMMAND_MODULES = [
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        mod.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

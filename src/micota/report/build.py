@@ -44,6 +44,7 @@ class ReportConfig(StageConfig):
     bpc: dict[str, str] = Field(default_factory=dict, description="Dataset (variant) name -> bpc output directory under the student base.")
     stats: str | None = Field(None, description="A stats output directory (its PNGs are copied).")
     merge_search: str | None = Field(None, description="A merge_search output directory (curve.png copied, chosen point reported).")
+    bases: str | None = Field(None, description="A pretrain output directory (the miniature world's System-1 bases): their accuracies are reported.")
     length_range: tuple[float, float] = Field((0.3, 0.7), description="Claim (i): merged/fine-tuned length-ratio range.")
     min_retention: float = Field(0.9, description="Claim (i): minimum merged/fine-tuned accuracy ratio.")
     n_boot: int = Field(2000, ge=100, description="Bootstrap resamples.")
@@ -243,6 +244,13 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
     ciii.update(verdict=verdict, why=why)
     res["claims"].append(ciii)
 
+    if cfg.bases:
+        rep = Path(cfg.bases) / "pretrain_report.json"
+        from micota.io import read_json
+
+        res["bases"] = {role: {k.removeprefix("accuracy_"): v["accuracy"] for k, v in m.items() if k.startswith("accuracy_")}
+                        | {"params": m["params"]} for role, m in read_json(rep)["models"].items()}
+        src.add("bases", [rep], "greedy accuracy of each base per split and its parameter count, from the pretrain stage")
     if cfg.merge_search:
         ms = Path(cfg.merge_search) / "merge_search.json"
         if ms.is_file():

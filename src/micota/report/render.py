@@ -36,6 +36,12 @@ def render_markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {key.split('.', 1)[1]} | " + " | ".join(["no data"] * 3 * len(splits)) + " | n/a |")
     lines += ["", "Accuracy: mean over problems of the share of correct samples (truncated completions are wrong); "
               "CI: percentile bootstrap over problems. BPC: summed completion bits / characters under the student base.", ""]
+    if res.get("bases"):
+        cols = sorted({k for b in res["bases"].values() for k in b if k != "params"})
+        lines += ["Base models before any SFT (greedy accuracy):", "",
+                  "| base | params | " + " | ".join(f"{c} acc" for c in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+        lines += [f"| {role} | {fmt(b['params'])} | " + " | ".join(fmt(b.get(c)) for c in cols) + " |"
+                  for role, b in res["bases"].items()] + [""]
     if res.get("empty"):
         lines += ["Stage outputs that came out empty (their variant has no student):", ""]
         lines += [f"- {k}: {why}" for k, why in res["empty"].items()] + [""]
