@@ -25,7 +25,7 @@ def test_quick_demo_runs_end_to_end_and_its_report_traces_to_stage_outputs(tmp_p
     # every data variant has a student result, or is reported empty with the reason
     assert {k for k in res["variants"]} | {k.split(".", 1)[1] for k in res["empty"] if k.startswith("variants.")} == VARIANTS
     for name, block in res["variants"].items():
-        assert set(block) == {"test", "hard"}, name
+        assert set(block) == {"world-test", "world-hard"}, name
         for split in block.values():
             assert 0.0 <= split["accuracy"] <= 1.0 and split["ci95"][0] <= split["accuracy"] <= split["ci95"][1]
     assert [c["id"] for c in res["claims"]] == ["i", "ii", "iii"]
