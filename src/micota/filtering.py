@@ -34,7 +34,8 @@ from micota.errors import EmptyInputError, UserError
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, write_manifest
-from micota.records import Message, Sample, SftExample, read_jsonl, write_jsonl_atomic
+from micota.generation.runner import SHARD_GLOB
+from micota.records import Message, Sample, SftExample, read_jsonl_dir, write_jsonl_atomic
 
 
 class FilterConfig(StageConfig):
@@ -52,14 +53,12 @@ class FilterConfig(StageConfig):
 def read_samples(path: str | Path) -> list[Sample]:
     """Sample rows of a directory's ``samples-*.jsonl`` shards (or ``*.jsonl``), or of one file."""
     p = Path(path)
-    if p.is_file():
-        return read_jsonl(p, Sample, drop_torn_tail=True)
-    if not p.is_dir():
+    if not p.exists():
         raise UserError(f"{p}: no such samples directory or file")
-    shards = sorted(p.glob("samples-*.jsonl")) or sorted(p.glob("*.jsonl"))
-    if not shards:
+    pattern = SHARD_GLOB if p.is_file() or any(p.glob(SHARD_GLOB)) else "*.jsonl"
+    if p.is_dir() and not any(p.glob(pattern)):
         raise UserError(f"{p}: no samples-*.jsonl files")
-    return [s for f in shards for s in read_jsonl(f, Sample, drop_torn_tail=True)]
+    return read_jsonl_dir(p, Sample, pattern=pattern)
 
 
 def _grade(samples: list[Sample], mode: str | None, regrade: bool) -> list[Sample]:

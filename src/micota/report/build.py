@@ -25,6 +25,7 @@ from pydantic import Field
 
 from micota.config import StageConfig
 from micota.errors import UserError
+from micota.generation.runner import SHARD_GLOB
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text
 from micota.manifest import MANIFEST, empty_reason, write_manifest
 from micota.records import BpcRecord, Sample, read_jsonl
@@ -69,7 +70,7 @@ def _sample_files(d: Path) -> list[Path]:
         raise UserError(f"{d}: no such stage output directory")
     if (d / "graded.jsonl").is_file():
         return [d / "graded.jsonl"]
-    files = sorted(d.rglob("samples-*.jsonl"))
+    files = sorted(d.rglob(SHARD_GLOB))
     if not files:
         raise UserError(f"{d}: no graded.jsonl or samples-*.jsonl")
     return files
@@ -79,15 +80,12 @@ def load_graded(d: str | Path) -> tuple[list[Sample], list[Path]]:
     """Samples of an eval/generate output, graded (ungraded ones are graded here, by source's mode)."""
     files = _sample_files(Path(d))
     rows: list[Sample] = [s for f in files for s in read_jsonl(f, Sample, drop_torn_tail=True)]
-    todo = [s for s in rows if s.correct is None]
+    todo = [i for i, s in enumerate(rows) if s.correct is None]
     if todo:
-        from micota.grading import grade_samples, mode_for_source
+        from micota.grading import grade_samples  # mode=None: each sample's benchmark mode
 
-        by_mode: dict[str, list[Sample]] = defaultdict(list)
-        for s in todo:
-            by_mode[mode_for_source(s.source)].append(s)
-        graded = {s.key + (s.source,): s for m, ss in by_mode.items() for s in grade_samples(ss, m)}
-        rows = [graded.get(s.key + (s.source,), s) for s in rows]
+        for i, s in zip(todo, grade_samples([rows[i] for i in todo])):
+            rows[i] = s
     rows = [s.model_copy(update={"correct": False}) if s.finish_reason == "length" else s for s in rows]
     return rows, files
 
