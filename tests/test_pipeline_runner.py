@@ -187,7 +187,8 @@ def check_report_traces(out: Path) -> None:
                 walk(v, f"{path}.{k}" if path else k)
         elif isinstance(x, list):
             for v in x:  # the claims list is keyed by claim id
-                walk(v, f"{path}.{v['id']}" if isinstance(v, dict) and "id" in v else path)
+                key = (v.get("id") or v.get("name")) if isinstance(v, dict) else None
+                walk(v, f"{path}.{key}" if key else path)
         elif isinstance(x, (int, float)) and not isinstance(x, bool):
             values.add(fmt(x))
             keys = [k for k in sources if path == k or path.startswith(k + ".")]

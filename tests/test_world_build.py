@@ -16,15 +16,15 @@ def world(tmp_path_factory):
     from tests.conftest import run_cli
 
     out = tmp_path_factory.mktemp("wb") / "world"
-    r = run_cli("world", "build", "--out", str(out), "--quick", "--n-train", "80", "--n-test", "20", "--n-hard", "12",
-                "--seed", "11")
+    r = run_cli("world", "build", "--out", str(out), "--quick", "--n-train", "80", "--n-dev", "10", "--n-test", "20",
+                "--n-hard", "12", "--seed", "11")
     assert r.returncode == 0, r.stderr
     return out
 
 
 def test_layout_manifest_and_traces(world):
     man = json.loads((world / "manifest.json").read_text())
-    assert man["stage"] == "world" and man["complete"] and man["counts"] == {"train": 80, "test": 20, "hard": 12}
+    assert man["stage"] == "world" and man["complete"] and man["counts"] == {"train": 80, "dev": 10, "test": 20, "hard": 12}
     assert man["config"]["quick"] and man["config"]["seed"] == 11
     for split, n in man["counts"].items():
         ps = read_jsonl(world / "problems" / f"{split}.jsonl", Problem)
@@ -38,6 +38,18 @@ def test_layout_manifest_and_traces(world):
     info = json.loads((world / "world.json").read_text())
     assert 4 <= info["lengths"]["train"]["long_short_ratio"] <= 8
     assert info["long_slips"]["traces_with_a_slip"] > 0
+    # the pretraining corpus: every corpus problem short under the default prompt, shares of mid and long
+    # behind their own system prompts; no corpus problem is in any split
+    from micota.data.world.traces import STYLE_SYSTEM
+
+    corpus = read_jsonl(world / "pretrain" / "data.jsonl", SftExample)
+    by_style = {s: [r for r in corpus if r.meta["style"] == s] for s in ("short", "mid", "long")}
+    assert len(by_style["short"]) == 600 and 0 < len(by_style["mid"]) < 600 and 0 < len(by_style["long"]) < 600
+    for style, rows in by_style.items():
+        systems = {r.prompt[0].content if r.prompt[0].role == "system" else None for r in rows}
+        assert systems == {STYLE_SYSTEM[style]}, style
+    split_texts = {p.problem for s in man["counts"] for p in read_jsonl(world / "problems" / f"{s}.jsonl", Problem)}
+    assert not split_texts & {r.prompt[-1].content.split("\n")[0] for r in corpus}
 
 
 def test_tokenizer_roundtrips_and_splits_digits(world):
@@ -61,7 +73,7 @@ def test_default_model_sizes(world):
     student = count_params(tiny_qwen2_config(tok, **cfg.model_shape("student")))
     ta = count_params(tiny_qwen2_config(tok, **cfg.model_shape("ta")))
     assert 0.4e6 <= student <= 0.6e6, student
-    assert 4.5e6 <= ta <= 5.5e6, ta
+    assert 0.7e6 <= ta <= 1.0e6, ta
     quick = json.loads((world / "world.json").read_text())["params"]
     assert quick["student"] < student and quick["ta"] < ta and quick["student"] < quick["ta"]
     saved = json.loads((world / "configs" / "ta.json").read_text())
@@ -86,10 +98,12 @@ def test_pretrain_smoke(world, tmp_path):
     from micota.models import load_model
 
     out = pretrain_bases(PretrainConfig(world=str(world), out=str(tmp_path / "bases"), roles=["student"],
-                                        student_steps=3, eval_limit=4, max_new_tokens=8))
+                                        student_steps=3, eval_limit=4, max_new_tokens=8, eval_styles=["long"],
+                                        style_max_new_tokens=8, reuse=False))
     rep = json.loads((out / "pretrain_report.json").read_text())
     s = rep["models"]["student"]
     assert s["steps"] == 3 and s["accuracy_test"]["n"] == 4 and 0 <= s["accuracy_test"]["accuracy"] <= 1
+    assert s["accuracy_test_long"]["n"] == 4 and s["accuracy_test_long"]["truncated"] == 1.0  # 8 tokens cut every trace
     assert json.loads((out / "manifest.json").read_text())["complete"]
     model = load_model(out / "student")
     assert sum(p.numel() for p in model.parameters()) == json.loads((world / "world.json").read_text())["params"]["student"]

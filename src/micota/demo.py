@@ -22,12 +22,13 @@ def recipe_path(quick: bool = False) -> Path:
     return p
 
 
-def run_demo(out: str | os.PathLike, *, quick: bool = False) -> str:
-    """Run the demo pipeline into ``out``; returns the results table (variants + claim verdicts)."""
+def run_demo(out: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> str:
+    """Run the demo pipeline into ``out`` with the recipe's ``vars.seed`` set to ``seed``; returns the
+    results table (validity checks, variants, claim verdicts)."""
     from micota.pipeline.runner import run_pipeline
     from micota.report.render import results_table
 
-    plan = run_pipeline(recipe_path(quick), out=out)
+    plan = run_pipeline(recipe_path(quick), out=out, vars={"seed": seed})
     res = plan.out / "results.json"
     if not res.is_file():
         raise UserError(f"{plan.out}: the pipeline finished without results.json (no report stage?)")

@@ -16,11 +16,17 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
+        var: Annotated[Optional[list[str]], typer.Option("--var", help="Override a variable the pipeline declares under vars: NAME=VALUE (repeatable).")] = None,
     ) -> None:
         """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
+        from micota.errors import UserError
         from micota.pipeline.runner import run_pipeline
 
-        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only)
+        pairs = [v.partition("=") for v in var or []]
+        if any(not sep or not k for k, sep, _ in pairs):
+            raise UserError("--var takes NAME=VALUE")
+        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only,
+                            vars={k: v for k, _, v in pairs})
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 
@@ -28,11 +34,12 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo-out"),
         quick: Annotated[bool, typer.Option("--quick", help="The smaller world (about 3 minutes on 2 CPU cores).")] = False,
+        seed: Annotated[int, typer.Option("--seed", help="Experiment seed: the world's problems and slips, the fine-tunes' data order and init, the merge seed.")] = 0,
     ) -> None:
         """Run the miniature MiCoTA pipeline end to end on CPU and print the results table."""
         from micota.demo import run_demo
 
-        typer.echo(run_demo(out, quick=quick))
+        typer.echo(run_demo(out, quick=quick, seed=seed))
 
     try:
         from micota.pipeline.merge_search import MergeSearchConfig, merge_search

@@ -6,6 +6,10 @@ With weights wᵢ (normalised to pᵢ = wᵢ/Σw) and sizes Nᵢ, the mix has ``
 the largest total drawable without replacement, min_i Nᵢ/pᵢ), of which round(total·pᵢ) are drawn
 from dataset i without replacement under ``seed``; rows keep their record, ``meta.mix_source``
 names the dataset, and the result is shuffled.
+
+``problems_from``: before drawing, keep only rows whose ``problem_id`` occurs in every one of these
+datasets — e.g. the teacher's long CoT restricted to the problems of the Mid-CoT dataset, so that two
+variants compared per problem are trained on the same problems (weight 1, one dataset: a restriction).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from pydantic import Field
 
 from micota.config import StageConfig
-from micota.errors import UserError
+from micota.errors import EmptyInputError, UserError
 from micota.io import atomic_dir
 from micota.manifest import write_manifest
 from micota.records import SftExample, read_jsonl, write_jsonl_atomic
@@ -28,6 +32,7 @@ class MixConfig(StageConfig):
     weights: dict[str, float] = Field(default_factory=dict, description="Name -> proportion (default: equal).")
     total: int | None = Field(None, ge=1, description="Examples in the mix (default: the most drawable without replacement).")
     seed: int = Field(0, description="Sampling seed.")
+    problems_from: list[str] = Field(default_factory=list, description="Keep only problems present in every one of these SFT datasets.")
     out: Path = Field(description="Output directory (data.jsonl, manifest.json).")
 
 
@@ -47,6 +52,9 @@ def mix_datasets(cfg: MixConfig) -> Path:
     if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
         raise UserError("mix: weights must be >= 0 with a positive sum")
     rows = {k: read_jsonl(_data_file(p), SftExample) for k, p in cfg.datasets.items()}
+    for other in cfg.problems_from:
+        keep = {r.problem_id for r in read_jsonl(_data_file(other), SftExample)}
+        rows = {k: [r for r in v if r.problem_id in keep] for k, v in rows.items()}
     p = {k: v / sum(w.values()) for k, v in w.items()}
     cap = min(len(rows[k]) / p[k] for k in rows if p[k] > 0)
     total = cfg.total or int(cap)
@@ -61,10 +69,11 @@ def mix_datasets(cfg: MixConfig) -> Path:
         counts[k] = n
         mixed += [r.model_copy(update={"id": f"{k}:{r.id}", "meta": {**r.meta, "mix_source": k}}) for r in pick]
     if not mixed:
-        raise UserError("mix: the mix is empty")
+        raise EmptyInputError("mix: the mix is empty (no rows left to draw from)")
     rng.shuffle(mixed)
     with atomic_dir(cfg.out) as tmp:
         write_jsonl_atomic(tmp / "data.jsonl", mixed)
-        write_manifest(tmp, stage="mix", config=cfg, inputs={k: _data_file(v) for k, v in cfg.datasets.items()},
+        write_manifest(tmp, stage="mix", config=cfg, inputs={**{k: _data_file(v) for k, v in cfg.datasets.items()},
+                                                            **{f"problems_from:{i}": _data_file(v) for i, v in enumerate(cfg.problems_from)}},
                        counts={"examples": len(mixed), **{f"from_{k}": n for k, n in counts.items()}}, started_at=t0)
     return Path(cfg.out)

@@ -96,7 +96,7 @@ def _walk(value: Any, fn) -> Any:
 
 
 def _text_subst(spec: PipelineSpec, variant: str | None, where: str):
-    tables = {"models": spec.models, "data": spec.data}
+    tables = {"models": spec.models, "data": spec.data, "vars": {k: str(v) for k, v in spec.vars.items()}}
 
     def sub(s: str, depth: int = 0) -> str:
         if depth > 8:
@@ -130,7 +130,12 @@ def _expand(spec: PipelineSpec) -> list[Instance]:
             for group, prefix in ((st.params, f"stages.{st.name}"), (st.inputs, f"stages.{st.name}.inputs")):
                 for k, val in group.items():
                     where = f"{prefix}.{k}"
-                    fields[k] = _walk(val, _text_subst(spec, v, where))
+                    whole = REF.fullmatch(val.strip()) if isinstance(val, str) else None
+                    var = whole.group(1).strip().removeprefix("vars.") if whole and whole.group(1).strip().startswith("vars.") else None
+                    if var is not None and var in spec.vars:  # a whole-value variable keeps its type
+                        fields[k] = spec.vars[var]
+                    else:
+                        fields[k] = _walk(val, _text_subst(spec, v, where))
                     origin[k] = where
             out.append(Instance(f"{st.name}.{v}" if v else st.name, st, v, fields, origin))
     return out
@@ -312,7 +317,7 @@ def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None) -> Plan:
         inst.dep_keys = {d: keys[d] for d in inst.deps}
         inst.key = sha256_text(dumps_canonical({
             "kind": inst.stage.kind, "config": inst.view, "deps": inst.dep_keys,
-            "external": inst.external, "version": __version__,
+            "external": inst.external, "version": __version__, **({"threads": spec.threads} if spec.threads else {}),
         }))[:12]
         keys[inst.name] = inst.key
         inst.dir = out_dir / f"{inst.name}-{inst.key}"

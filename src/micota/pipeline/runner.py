@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from micota.errors import EmptyInputError, UserError
 from micota.io import atomic_write_bytes, atomic_write_json, to_jsonable
@@ -100,11 +100,12 @@ def run_pipeline(
     from_stage: str | None = None,
     only: str | None = None,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    vars: dict[str, Any] | None = None,
 ) -> Plan:
-    """Plan ``pipeline`` and run what is not cached. Returns the plan (statuses as planned)."""
+    """Plan ``pipeline`` (its ``vars`` overridden by ``vars``) and run what is not cached. Returns the plan."""
     if from_stage and only:
         raise UserError("--from and --only cannot be combined")
-    plan = make_plan(load_pipeline(pipeline), out)
+    plan = make_plan(load_pipeline(pipeline, vars=vars), out)
     forced: set[str] = set()
     selected = {i.name for i in plan.instances}
     if from_stage:
@@ -128,6 +129,12 @@ def run_pipeline(
         return plan
     plan.out.mkdir(parents=True, exist_ok=True)
     _write_plan(plan)
+    if plan.spec.threads:  # the same seed gives the same numbers only at the same thread count
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(plan.spec.threads)
+        torch.set_num_threads(plan.spec.threads)
+        echo(f"torch intra-op threads: {plan.spec.threads} (pipeline 'threads:')")
     todo = [i for i in plan.instances if i.name in selected and (i.status != "cached" or i.name in forced)]
     for n, inst in enumerate(todo, 1):
         if inst.name in forced and inst.dir.exists():

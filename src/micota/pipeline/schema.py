@@ -4,10 +4,12 @@
 
     name: miniature
     out: runs/miniature              # default output root (``micota run --out`` wins)
+    vars:   {seed: 0}                # typed values; `micota run --var seed=1` (or `micota demo --seed 1`) overrides
     models: {student: "${pretrain}/student"}
     data:   {train: "${world}/problems/train.jsonl"}
     variants: {long: "${teacher_filter}", mid: "${mid_filter}"}
     launcher: {type: accelerate, config_file: ..., num_processes: 8}   # default for train stages
+    threads: 2                       # pin torch's intra-op threads: float sums, hence trained weights, depend on it
     stages:
       teacher_filter: {kind: filter, inputs: {samples: "${teacher_gen}"}, max_tokens: 16000}
       student_sft:    {kind: train, foreach: variants, inputs: {data: "${variant}", base: "${models.student}"}}
@@ -19,7 +21,8 @@ A stage has reserved keys ``kind``, ``inputs`` (config fields that reference oth
 ``stages`` may also be a list of mappings with a ``name`` key.
 
 References (resolved by :mod:`micota.pipeline.planner`):
-``${models.X}``, ``${data.X}`` (text substitution), ``${variant}`` / ``${variant_name}`` (in a
+``${vars.X}`` (a value that is exactly the reference keeps the variable's type; inside a longer string
+it is text), ``${models.X}``, ``${data.X}`` (text substitution), ``${variant}`` / ``${variant_name}`` (in a
 ``foreach`` stage), ``${stage}`` or ``${stage}/sub/path`` (that stage's output directory; inside a
 ``foreach`` stage a ``foreach`` stage resolves to the same variant's instance),
 ``${stage.variant}`` (one instance) and a whole value ``${stage.*}`` (mapping variant -> directory).
@@ -71,10 +74,13 @@ class PipelineSpec(BaseModel):
     name: str = Field(description="pipeline name")
     description: str = ""
     out: str | None = Field(None, description="default output root")
+    vars: dict[str, str | int | float | bool] = Field(default_factory=dict, description="typed variables, ${vars.X}")
     models: dict[str, str] = Field(default_factory=dict)
     data: dict[str, str] = Field(default_factory=dict)
     variants: dict[str, str] = Field(default_factory=dict)
     launcher: LauncherSpec | None = None
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads for every stage (and OMP_NUM_THREADS for the "
+                                "stages it starts); results depend on it, so it is part of every stage's key")
     stages: list[StageSpec]
     source: str | None = Field(None, exclude=True)
 
@@ -137,6 +143,19 @@ def parse_pipeline(data: dict[str, Any], *, source: str | None = None) -> Pipeli
     return spec
 
 
-def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
+def load_pipeline(path: str | os.PathLike, *, vars: dict[str, Any] | None = None) -> PipelineSpec:
+    """Read a pipeline file; ``vars`` overrides its declared ``vars`` (each must be declared there)."""
     path = Path(path)
-    return parse_pipeline(load_yaml(path), source=str(path))
+    spec = parse_pipeline(load_yaml(path), source=str(path))
+    for k, v in (vars or {}).items():
+        if k not in spec.vars:
+            known = ", ".join(sorted(spec.vars)) or "none"
+            raise UserError(f"--var {k}: the pipeline declares no such variable (vars: {known})")
+        old = spec.vars[k]
+        if isinstance(v, str) and not isinstance(old, str):
+            try:
+                v = type(old)(v) if not isinstance(old, bool) else v.lower() in ("1", "true", "yes")
+            except ValueError:
+                raise UserError(f"--var {k}={v}: expected a {type(old).__name__}") from None
+        spec.vars[k] = v
+    return spec

@@ -1,7 +1,8 @@
 """The paper's three claims as functions of the numbers, each with a verdict from its CI.
 
 Verdicts are ``reproduced``, ``not reproduced`` or ``inconclusive`` (the CI straddles the
-threshold); they are computed here, never written by hand.
+threshold); they are computed here, never written by hand. A claim whose validity checks
+(:mod:`micota.report.checks`) fail is ``not testable`` whatever its numbers say (:func:`gate`).
 
 (i)   merged TA writes markedly shorter traces — mean completion tokens merged / fine-tuned in
       ``length_range`` (0.3–0.7) — while keeping ≥ ``retention`` (90%) of the fine-tuned TA's
@@ -25,6 +26,15 @@ from typing import Sequence
 import numpy as np
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NOT_TESTABLE = "not testable"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
+
+
+def gate(verdict: str, why: str, failed_checks: list[str]) -> tuple[str, str]:
+    """The verdict a claim gets once its validity checks are known: ``not testable`` if any failed."""
+    if failed_checks:
+        return NOT_TESTABLE, "failed validity checks: " + ", ".join(failed_checks)
+    return verdict, why
 
 
 def ratio_of_means_ci(num: Sequence[float], den: Sequence[float], *, n_boot: int = 2000, seed: int = 0,

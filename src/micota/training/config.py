@@ -39,6 +39,7 @@ class TrainConfig(StageConfig):
     template: str | None = Field(None, description="Jinja chat template file (for tokenizers without one)")
     use_chat_template: bool = Field(True, description="Render prompts with the chat template (off: plain text)")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs)")
+    stop_after_steps: int | None = Field(None, ge=1, description="End training after this many steps, schedule unchanged (to compare a rebuild with a recorded loss curve)")
     save_checkpoints: bool = Field(True, description="Save resumable checkpoints every --save-steps")
     save_steps: int = Field(200, ge=1, description="Optimizer steps between checkpoints")
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between loss logs")

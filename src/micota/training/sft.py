@@ -152,13 +152,16 @@ def _make_trainer_class() -> type:
     return MicotaSFTTrainer
 
 
-def _no_final_checkpoint_callback() -> Any:
+def _no_final_checkpoint_callback(stop_after: int | None = None) -> Any:
     """Skip the checkpoint Trainer writes at the last step (the final model is saved right after);
-    for big models that checkpoint is the whole optimizer state."""
+    for big models that checkpoint is the whole optimizer state. With ``stop_after``, end training
+    after that many steps without changing the schedule (``TrainConfig.stop_after_steps``)."""
     from transformers import TrainerCallback
 
     class NoFinalCheckpoint(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if stop_after and state.global_step >= stop_after:
+                control.should_training_stop = True
             if state.global_step >= state.max_steps and state.global_step % args.save_steps:
                 control.should_save = False
             return control
@@ -261,7 +264,7 @@ def train(cfg: TrainConfig) -> Path:
     trace_dir = os.environ.get(TRACE_ENV)
     dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "completion_mask")} for r in rows])
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
-    trainer.add_callback(_no_final_checkpoint_callback())
+    trainer.add_callback(_no_final_checkpoint_callback(cfg.stop_after_steps))
     trainer.micota_tokens, trainer.micota_supervised, trainer.micota_seen = 0, 0, []
     if trace_dir:
         trainer.micota_ids = {tuple(r["input_ids"]): r["id"] for r in rows}

@@ -2,14 +2,27 @@
 
 Layout of ``W = build_world(WorldConfig(out=W))``::
 
-    W/problems/{train,test,hard}.jsonl     Problem rows (source "world-<split>", meta = ops + knobs)
+    W/problems/{train,dev,test,hard}.jsonl Problem rows (source "world-<split>", meta = ops + knobs)
     W/traces/{short,mid,long}/data.jsonl   SftExample rows of the oracle's traces on the train split
                                            (each dir also has a manifest.json; usable by `micota train --data`)
+    W/pretrain/data.jsonl                  the bases' pretraining corpus (see below)
     W/tokenizer/                           byte-level BPE (digits split) with a ChatML template
     W/configs/{student,ta}.json            tiny Qwen2 configs (random init via `micota train --from-config`)
-    W/bases/{student,ta}/                  only with ``pretrain=True``: the System-1 bases (see pretrain.py)
-    W/world.json                           lengths per style, the long:short token ratio, parameter counts
+    W/world.json                           lengths per style, the long:short token ratio, parameter counts,
+                                           ``pretrain_corpus_hash`` (what the bases were trained on)
     W/manifest.json                        written last
+
+Splits. ``train`` (the fine-tunes' problems), ``dev`` (merge search and any selection), ``test`` and
+``hard`` (reported only) are drawn with ``seed``; the pretraining corpus is drawn first, from its own
+``pretrain_seed``, and every later split excludes its problems. The corpus and the tokenizer (trained
+on the corpus alone) therefore do not depend on ``seed``: worlds of every seed share one tokenizer and
+one pair of System-1 bases, as real experiments share one pretrained base.
+
+Pretraining corpus (``W/pretrain/data.jsonl``): every corpus problem with its ``short`` trace under
+the default prompt (no system message), plus a share ``pretrain_mid``/``pretrain_long`` of them with
+their ``mid``/``long`` trace behind that style's own system prompt (:data:`traces.STYLE_SYSTEM`). So
+the bases know all three styles, answer in one line by default, and a fine-tune only has to move the
+default behaviour — the regime MiCoTA's LLM bases are in.
 
 ``quick=True`` fills every knob the caller did not set from :data:`QUICK` (a smaller world, smaller
 models, fewer pretraining steps) for CI and ``micota demo --quick``.
@@ -26,18 +39,18 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from micota.config import StageConfig
-from micota.data.world.problems import OPS, Knobs, generate_splits
-from micota.data.world.traces import STYLES, long_trace, write_trace
+from micota.data.world.problems import OPS, Knobs, generate_split, generate_splits
+from micota.data.world.traces import STYLE_SYSTEM, STYLES, long_trace, write_trace
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, read_manifest, write_manifest
 from micota.records import Message, Problem, SftExample, read_jsonl, write_jsonl_atomic
 
-SPLITS = ("train", "test", "hard")
+SPLITS = ("train", "dev", "test", "hard")
 ROLES = ("student", "ta")
 
 QUICK: dict[str, Any] = {
-    "n_train": 600, "n_test": 60, "n_hard": 60,
+    "n_train": 600, "n_dev": 40, "n_test": 60, "n_hard": 60, "n_pretrain": 600,
     "student_hidden": 64, "student_layers": 2, "student_intermediate": 192,
     "ta_hidden": 128, "ta_layers": 3, "ta_intermediate": 384,
     "student_steps": 200, "ta_steps": 80,
@@ -49,18 +62,23 @@ class WorldConfig(StageConfig):
     seed: int = Field(0, description="Seed of the problem generator and of the oracle's slips")
     quick: bool = Field(False, description="Small preset (CI, demo --quick): knobs you do not set come from the quick preset")
     n_train: int = Field(3000, ge=1, description="Problems in the train split")
+    n_dev: int = Field(100, ge=1, description="Problems in the dev split (merge search, selection; same distribution as train)")
     n_test: int = Field(200, ge=1, description="Problems in the test split (same distribution as train, disjoint)")
     n_hard: int = Field(200, ge=1, description="Problems in the hard split (more operations, more digits)")
+    n_pretrain: int = Field(4000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
+    pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
+    pretrain_mid: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a mid trace (behind its system prompt)")
+    pretrain_long: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a long trace (behind its system prompt)")
     min_ops: int = Field(1, ge=1, description="Fewest operations per train/test problem")
     max_ops: int = Field(2, ge=1, description="Most operations per train/test problem")
-    digits: int = Field(2, ge=1, le=6, description="Digits of the start value (train/test)")
-    operand_digits: int = Field(1, ge=1, le=6, description="Most digits of an add/sub operand (train/test)")
-    mul_max: int = Field(3, ge=2, le=9, description="Largest multiplier/divisor (train/test)")
-    hard_min_ops: int = Field(3, ge=1, description="Fewest operations per hard problem")
-    hard_max_ops: int = Field(4, ge=1, description="Most operations per hard problem")
-    hard_digits: int = Field(3, ge=1, le=6, description="Digits of the start value in the hard split")
-    hard_operand_digits: int = Field(2, ge=1, le=6, description="Most digits of an add/sub operand in the hard split")
-    hard_mul_max: int = Field(5, ge=2, le=9, description="Largest multiplier/divisor in the hard split")
+    digits: int = Field(3, ge=1, le=6, description="Digits of the start value (train/test)")
+    operand_digits: int = Field(2, ge=1, le=6, description="Most digits of an add/sub operand (train/test)")
+    mul_max: int = Field(9, ge=2, le=9, description="Largest multiplier/divisor (train/test)")
+    hard_min_ops: int = Field(2, ge=1, description="Fewest operations per hard problem")
+    hard_max_ops: int = Field(3, ge=1, description="Most operations per hard problem")
+    hard_digits: int = Field(4, ge=1, le=6, description="Digits of the start value in the hard split")
+    hard_operand_digits: int = Field(3, ge=1, le=6, description="Most digits of an add/sub operand in the hard split")
+    hard_mul_max: int = Field(9, ge=2, le=9, description="Largest multiplier/divisor in the hard split")
     ops: list[str] = Field(default_factory=lambda: list(OPS), description="Operations used (add, sub, mul, div)")
     slip_rate: float = Field(0.08, ge=0, lt=1, description="Long traces: chance of a (corrected) slip per digit step and per operation")
     vocab_size: int = Field(768, ge=300, description="Tokenizer vocabulary size (an upper bound: BPE stops when merges run out)")
@@ -68,17 +86,16 @@ class WorldConfig(StageConfig):
     student_layers: int = Field(4, ge=1, description="Student layers")
     student_intermediate: int = Field(256, ge=8, description="Student MLP size")
     student_heads: int = Field(4, ge=1, description="Student attention heads (kv heads = half)")
-    ta_hidden: int = Field(256, ge=8, description="TA hidden size")
-    ta_layers: int = Field(6, ge=1, description="TA layers")
-    ta_intermediate: int = Field(768, ge=8, description="TA MLP size")
-    ta_heads: int = Field(8, ge=1, description="TA attention heads (kv heads = half)")
-    student_steps: int = Field(3000, ge=1, description="Base pretraining: student optimizer steps")
-    ta_steps: int = Field(600, ge=1, description="Base pretraining: TA optimizer steps")
+    ta_hidden: int = Field(128, ge=8, description="TA hidden size")
+    ta_layers: int = Field(4, ge=1, description="TA layers")
+    ta_intermediate: int = Field(384, ge=8, description="TA MLP size")
+    ta_heads: int = Field(4, ge=1, description="TA attention heads (kv heads = half)")
+    student_steps: int = Field(2000, ge=1, description="Base pretraining: student optimizer steps")
+    ta_steps: int = Field(2000, ge=1, description="Base pretraining: TA optimizer steps")
     student_lr: float = Field(3e-3, gt=0, description="Base pretraining: student peak learning rate")
-    ta_lr: float = Field(1.5e-3, gt=0, description="Base pretraining: TA peak learning rate")
-    student_batch_size: int = Field(16, ge=1, description="Base pretraining: student examples per step")
-    ta_batch_size: int = Field(8, ge=1, description="Base pretraining: TA examples per step")
-    pretrain: bool = Field(False, description="Also pretrain the System-1 bases into OUT/bases (the pipeline runs this as its own stage)")
+    ta_lr: float = Field(2e-3, gt=0, description="Base pretraining: TA peak learning rate")
+    student_batch_size: int = Field(4, ge=1, description="Base pretraining: student examples per step")
+    ta_batch_size: int = Field(4, ge=1, description="Base pretraining: TA examples per step")
     overwrite: bool = Field(False, description="Replace an existing complete world at OUT")
 
     @model_validator(mode="before")
@@ -92,7 +109,7 @@ class WorldConfig(StageConfig):
         base = Knobs(self.min_ops, self.max_ops, self.digits, self.mul_max, tuple(self.ops), self.operand_digits)
         hard = Knobs(self.hard_min_ops, self.hard_max_ops, self.hard_digits, self.hard_mul_max, tuple(self.ops),
                      self.hard_operand_digits)
-        return {"train": base, "test": base, "hard": hard}
+        return {"train": base, "dev": base, "test": base, "hard": hard}
 
     def model_shape(self, role: str) -> dict[str, int]:
         heads = getattr(self, f"{role}_heads")
@@ -133,21 +150,36 @@ def load_world(world_dir: str | Path) -> World:
     return World(d, problems, load_world_tokenizer(d), cfg)
 
 
-def sft_example(p: Problem, style: str, text: str, **meta: Any) -> SftExample:
+def sft_example(p: Problem, style: str, text: str, *, system: str | None = None, **meta: Any) -> SftExample:
     from micota.generation.prompts import build_messages
 
-    prompt = [Message(**m) for m in build_messages(p.problem)]
+    prompt = [Message(**m) for m in build_messages(p.problem, system=system)]
     return SftExample(id=f"{p.id}-{style}", problem_id=p.id, prompt=prompt,
                       completion=[Message(role="assistant", content=text)], meta={"style": style, **meta})
 
 
-def _tokenizer_texts(problems: dict[str, list[Problem]], traces: dict[str, dict[str, str]]) -> list[str]:
-    from micota.generation.prompts import build_messages
+def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExample]:
+    """The bases' corpus: short trace of every problem (default prompt), mid/long traces of a seeded
+    share of them behind their style's system prompt (see the module docstring)."""
+    import random
 
-    texts = [p.problem for ps in problems.values() for p in ps]
-    texts += [t for by_style in traces.values() for t in by_style.values()]
-    texts += ["user\n" + build_messages("x")[0]["content"], "assistant\n", "system\n"] * 50
-    return texts
+    rng = random.Random(f"{cfg.pretrain_seed}-pretrain-mix")
+    rows = []
+    for p in problems:
+        rows.append(sft_example(p, "short", write_trace("short", p.meta)))
+        for style, share in (("mid", cfg.pretrain_mid), ("long", cfg.pretrain_long)):
+            if rng.random() < share:
+                text = write_trace(style, p.meta, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
+                rows.append(sft_example(p, style, text, system=STYLE_SYSTEM[style]))
+    rng.shuffle(rows)
+    return rows
+
+
+def _tokenizer_texts(corpus: list[SftExample]) -> list[str]:
+    """The tokenizer is trained on the pretraining corpus alone, so it does not depend on ``seed``."""
+    texts = [m.content for ex in corpus for m in ex.prompt + ex.completion]
+    texts += ["user\n", "assistant\n", "system\n"] * 50 + list(STYLE_SYSTEM.values()) * 20
+    return [t for t in texts if t]
 
 
 def count_params(config: Any) -> int:
@@ -166,6 +198,19 @@ def _length_stats(tok: Any, traces: dict[str, dict[str, str]], ids: list[str]) -
     return out
 
 
+def corpus_hash(world_dir: str | Path) -> str:
+    """sha256 over what the bases are trained from: the corpus rows, the tokenizer's model (vocabulary,
+    merges) and added tokens, and both model configs — read as content, so a library version that
+    writes the same things differently (``transformers_version``, key order) keeps the hash."""
+    from micota.io import dumps_canonical, read_json, sha256_file, sha256_text
+
+    d = Path(world_dir)
+    tok = read_json(d / "tokenizer" / "tokenizer.json")
+    configs = {r: {k: v for k, v in read_json(d / "configs" / f"{r}.json").items() if k != "transformers_version"} for r in ROLES}
+    return sha256_text(dumps_canonical({"corpus": sha256_file(d / "pretrain" / "data.jsonl"), "configs": configs,
+                                        "tokenizer": {"model": tok.get("model"), "added_tokens": tok.get("added_tokens")}}))
+
+
 def build_world(cfg: WorldConfig) -> Path:
     """Write the world directory described in the module docstring; returns it."""
     from micota.generation.prompts import render_prompt
@@ -175,10 +220,12 @@ def build_world(cfg: WorldConfig) -> Path:
     out = Path(cfg.out)
     if is_complete(out) and not cfg.overwrite:
         raise UserError(f"{out}: a finished world already exists (pass --overwrite or choose another --out)")
-    sizes = {"train": cfg.n_train, "test": cfg.n_test, "hard": cfg.n_hard}
+    sizes = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test, "hard": cfg.n_hard}
     for k in cfg.knobs().values():
         k.check()
-    problems = generate_splits(sizes, cfg.knobs(), seed=cfg.seed)
+    seen: set = set()
+    corpus_problems = generate_split("pretrain", cfg.n_pretrain, cfg.knobs()["train"], seed=cfg.pretrain_seed, exclude=seen)
+    problems = generate_splits(sizes, cfg.knobs(), seed=cfg.seed, exclude=seen)
     traces: dict[str, dict[str, str]] = {}
     slips: dict[str, int] = {}
     for ps in problems.values():
@@ -186,7 +233,8 @@ def build_world(cfg: WorldConfig) -> Path:
             traces[p.id] = {s: write_trace(s, p.meta) for s in STYLES if s != "long"}
             traces[p.id]["long"], slips[p.id] = long_trace(p.meta, seed=cfg.seed, slip_rate=cfg.slip_rate,
                                                            problem_id=p.id, return_slips=True)
-    tok = train_chatml_tokenizer(_tokenizer_texts(problems, traces), vocab_size=cfg.vocab_size, split_digits=True)
+    corpus = pretrain_corpus(cfg, corpus_problems)
+    tok = train_chatml_tokenizer(_tokenizer_texts(corpus), vocab_size=cfg.vocab_size, split_digits=True)
     configs = {r: tiny_qwen2_config(tok, max_positions=2048, **cfg.model_shape(r)) for r in ROLES}
     params = {r: count_params(c) for r, c in configs.items()}
     stats = {split: _length_stats(tok, traces, [p.id for p in ps]) for split, ps in problems.items()}
@@ -202,6 +250,10 @@ def build_world(cfg: WorldConfig) -> Path:
             write_jsonl_atomic(d / "data.jsonl", rows)
             write_manifest(d, stage="world-traces", config={"style": style, "split": "train", "seed": cfg.seed},
                            counts={"examples": len(rows), "mean_tokens": stats["train"][style]["mean_tokens"]})
+        write_jsonl_atomic(tmp / "pretrain" / "data.jsonl", corpus)
+        write_manifest(tmp / "pretrain", stage="world-pretrain-corpus",
+                       config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
+                       counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in STYLES}})
         tok.save_pretrained(tmp / "tokenizer")
         for r, c in configs.items():
             (tmp / "configs").mkdir(exist_ok=True)
@@ -209,12 +261,8 @@ def build_world(cfg: WorldConfig) -> Path:
         info = {"params": params, "vocab_size": len(tok), "lengths": stats, "mean_prompt_tokens": round(prompt_tokens, 2),
                 "long_slips": {"mean_per_trace": round(statistics.fmean(slips.values()), 3),
                                "traces_with_a_slip": round(sum(v > 0 for v in slips.values()) / len(slips), 3)},
+                "pretrain_corpus": {"examples": len(corpus), "hash": corpus_hash(tmp)},
                 "build_s": round(time.time() - t0, 2)}
         atomic_write_json(tmp / "world.json", info)
-        if cfg.pretrain:
-            from micota.data.world.pretrain import PretrainConfig, pretrain_bases
-
-            write_manifest(tmp, stage="world", config=cfg, counts=sizes, extra=info)  # so pretrain can read it
-            pretrain_bases(PretrainConfig(world=str(tmp), out=str(tmp / "bases")))
         write_manifest(tmp, stage="world", config=cfg, counts=sizes, extra=info, started_at=t0)
     return out

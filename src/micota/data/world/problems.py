@@ -187,7 +187,8 @@ def generate_split(split: str, n: int, knobs: Knobs, *, seed: int, exclude: set 
     return out
 
 
-def generate_splits(sizes: dict[str, int], knobs: dict[str, Knobs], *, seed: int) -> dict[str, list[Problem]]:
-    """All splits in order (train first), pairwise disjoint in (start, ops) and in text."""
-    seen: set = set()
+def generate_splits(sizes: dict[str, int], knobs: dict[str, Knobs], *, seed: int,
+                    exclude: set | None = None) -> dict[str, list[Problem]]:
+    """All splits in order (train first), pairwise disjoint in (start, ops) and from ``exclude``."""
+    seen: set = exclude if exclude is not None else set()
     return {split: generate_split(split, n, knobs[split], seed=seed, exclude=seen) for split, n in sizes.items()}

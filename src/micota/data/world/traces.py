@@ -1,11 +1,10 @@
 """The oracle teacher's three trace styles for a world problem, all ending in ``\\boxed{answer}``.
 
 - ``short`` (System-1): one line per operation, ``23 + 15 = 38``, then the boxed answer.
-- ``mid``: one sentence per operation naming the story step, the equation, a one-line check of the
-  whole chain by inverse operations, then the answer (about 2-3x short).
-- ``long`` (R1-like, reflective): per operation, column arithmetic digit by digit with carries and
-  borrows (long division for ``/``), a "Wait, let me check" verification by the inverse operation,
-  and a final recap. With probability ``slip_rate`` per digit step it writes a wrong digit and
+- ``mid``: the work and nothing else — per operation, column arithmetic digit by digit with carries
+  and borrows (long division for ``/``), then the step's result; no verification, no recap, no slips.
+- ``long`` (R1-like, reflective): the same column work, plus after each operation a "Wait, let me
+  check" verification by the inverse operation, and a final recap. With probability ``slip_rate`` per digit step it writes a wrong digit and
   notices it ("Hmm, wait. 3 + 5 is 8, not 9."); with probability ``slip_rate`` per operation it
   states a wrong result, the inverse check exposes it, and it redoes the step. Slips are drawn from
   ``random.Random(f"{seed}-{problem_id}")``, so different seeds slip in different places; every slip
@@ -20,8 +19,13 @@ from typing import Any
 from micota.data.world.problems import SYMBOL, solve
 
 STYLES = ("short", "mid", "long")
+# The system prompt each style is pretrained behind (short is the default: no system message).
+STYLE_SYSTEM: dict[str, str | None] = {
+    "short": None,
+    "mid": "Work it out digit by digit.",
+    "long": "Think it through slowly: work digit by digit, check every step, then recap.",
+}
 
-STEP_PHRASE = {"add": "adds {b}", "sub": "takes away {b}", "mul": "multiplies by {b}", "div": "divides by {b}"}
 PLACES = ["Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands", "Hundred-thousands", "Millions", "Ten-millions"]
 
 
@@ -41,17 +45,15 @@ def short_trace(meta: dict[str, Any]) -> str:
 
 
 def mid_trace(meta: dict[str, Any]) -> str:
+    """The digit-by-digit work of :func:`long_trace` without its verification, recap and slips."""
     steps = solve(meta)
-    lines = [f"{meta['name']} starts with {meta['start']} {meta['object']}."]
-    for a, op, b, r in steps:
-        lines.append(f"{meta['pronoun']} {STEP_PHRASE[op].format(b=b)}: {_eq(a, op, b, r)}.")
-    checks = []
-    for a, op, b, r in reversed(steps):
-        inv, x, y, back = _inverse(op, a, b, r)
-        checks.append(_eq(x, inv, y, back))
-    lines.append("Check: " + ", ".join(checks) + ". Yes.")
-    lines.append(f"The answer is \\boxed{{{steps[-1][3]}}}.")
-    return "\n".join(lines)
+    w = _Writer(random.Random(0), 0.0)
+    for n, (a, op, b, r) in enumerate(steps, start=1):
+        w.lines.append(f"Step {n}: {a} {SYMBOL[op]} {b}.")
+        _work(w, a, op, b)
+        w.lines.append(f"So {_eq(a, op, b, r)}.")
+    w.lines.append(f"The answer is \\boxed{{{steps[-1][3]}}}.")
+    return "\n".join(w.lines)
 
 
 def _digits(n: int) -> list[int]:
