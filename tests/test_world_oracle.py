@@ -49,7 +49,7 @@ def test_oracle_long_seed_matches_world_dataset_and_truncates(world, tmp_path):
     cut = _generate(world, "long", tmp_path / "b", problems=str(train), limit=5, max_new_tokens=20)
     assert all(s.finish_reason == "length" and s.completion_tokens == 20 for s in cut)
     short = _generate(world, "short", tmp_path / "c", problems=str(world / "problems" / "hard.jsonl"))
-    assert all(s.completion.count("\n") >= 3 and s.finish_reason == "stop" for s in short)
+    assert all(s.completion.count("\n") >= 2 and s.finish_reason == "stop" for s in short)  # hard: 2-3 operations
 
 
 def test_oracle_bad_specs_and_unknown_prompt(world, tmp_path):

@@ -32,12 +32,6 @@ def _show(world: Path, n: int = 2) -> None:
                    f"long {st['long']['mean_tokens']}; long:short = {st['long_short_ratio']}x, mid:short = {st['mid_short_ratio']}x")
     typer.echo(f"params: student {info['params']['student']:,}, ta {info['params']['ta']:,}; vocab {info['vocab_size']}")
     typer.echo(f"long traces with a corrected slip: {info['long_slips']['traces_with_a_slip']:.0%}")
-    if (Path(world) / "bases" / "pretrain_report.json").is_file():
-        rep = read_json(Path(world) / "bases" / "pretrain_report.json")
-        for role, r in rep.get("models", {}).items():
-            accs = ", ".join(f"{k.removeprefix('accuracy_')} {v['accuracy']:.1%} (n={v['n']})"
-                             for k, v in r.items() if k.startswith("accuracy_"))
-            typer.echo(f"base {role} ({r['params']:,} params, {r['steps']} steps): {accs or 'not measured'}")
 
 
 def register(app: typer.Typer) -> None:
@@ -47,9 +41,9 @@ def register(app: typer.Typer) -> None:
     world_app = typer.Typer(help="The miniature world: arithmetic word problems, oracle teacher, tiny models.",
                             no_args_is_help=True)
     config_command(world_app, "build", WorldConfig, build_world,
-                   help="Build a world: problems, oracle traces, tokenizer, model configs (and bases with --pretrain).")
+                   help="Build a world: problems (train, dev, test, hard), oracle traces, the bases' corpus, tokenizer, model configs.")
     config_command(world_app, "pretrain", PretrainConfig, pretrain_bases, positional=("world",),
-                   help="Train the System-1 bases (student, TA) from random init on the world's short traces.")
+                   help="Train the System-1 bases (student, TA) from random init on the world's corpus (reuses a shipped or cached set with the same key).")
 
     @world_app.command("show")
     def show(world: Annotated[Path, typer.Argument(help="World directory")],

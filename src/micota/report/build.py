@@ -287,8 +287,8 @@ def compute_checks(cfg: ReportConfig, res: dict[str, Any], per_var: dict[str, An
     # data: sizes and the same problems for the claim-(ii) pair
     info = {k: _dataset_info(d) for k, d in cfg.data.items() if not empty_reason(d)}
     for k in cfg.data:
-        n = info[k]["examples"] if k in info else 0
-        out.append(K.check(f"data_size:{k}", n, f">= {cfg.min_examples}", n >= cfg.min_examples,
+        n = info[k]["examples"] if k in info else None
+        out.append(K.check(f"data_size:{k}", n, f">= {cfg.min_examples}", n is not None and n >= cfg.min_examples,
                            ["ii", "iii"] if k in (m, b) else [], "SFT examples in the variant's dataset"))
     same = info[m]["problems"] == info[b]["problems"] if m in info and b in info else None
     if same is not None:
@@ -313,8 +313,11 @@ def compute_checks(cfg: ReportConfig, res: dict[str, Any], per_var: dict[str, An
     if res.get("student_base"):
         src.add("checks.student_base", [Path(src.root / f) for k, v in src.map.items() if k.startswith("student_base.") for f in v["files"]],
                 "1.0 when the untouched student base has eval samples")
-    out.append(K.check("student_base", float(bool(res.get("student_base"))), "evaluated", bool(res.get("student_base")), ["ii"],
+    out.append(K.check("student_base", 1.0 if res.get("student_base") else None, "evaluated", bool(res.get("student_base")), ["ii"],
                        "the untouched student base was evaluated on the same splits"))
+    for c in out:  # every value has a source; the specific ones were added above
+        if c["value"] is not None and f"checks.{c['name']}" not in src.map:
+            src.add(f"checks.{c['name']}", [], c["how"])
     for v, i in info.items():
         res["variant_info"].setdefault(v, {}).update(examples=i["examples"], problems=len(i["problems"]))
     src.add("variant_info", [i["file"] for i in info.values()] + [f for dirs in cfg.train.values() for f, _ in _train_curves(dirs)
