@@ -244,7 +244,7 @@ def test_an_empty_variant_is_recorded_and_the_rest_of_the_pipeline_runs(tmp_path
     stats = json.loads((dirs["stats"] / "stats.json").read_text())
     assert list(stats["datasets"]) == ["a"] and "no sample survived" in stats["empty"]["b"]
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert "bpc.mid" in res["empty"] and res["claims"][2]["verdict"] == "inconclusive"
+    assert "bpc.mid" in res["empty"] and res["claims"][2]["verdict"] == "not testable"
     assert "mid is empty" in res["claims"][2]["why"]
     assert "bpc.mid: " in (tmp_path / "out" / "REPORT.md").read_text()
     # a rerun finds everything cached, the empty stages included

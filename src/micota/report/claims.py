@@ -32,8 +32,8 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 
 def gate(verdict: str, why: str, failed_checks: list[str]) -> tuple[str, str]:
     """The verdict a claim gets once its validity checks are known: ``not testable`` if any failed."""
-    if failed_checks:
-        return NOT_TESTABLE, "failed validity checks: " + ", ".join(failed_checks)
+    if failed_checks:  # a missing-data reason stays visible; a verdict's reason does not
+        return NOT_TESTABLE, "failed validity checks: " + ", ".join(failed_checks) + (f"; {why}" if verdict == INCONCLUSIVE else "")
     return verdict, why
 
 
