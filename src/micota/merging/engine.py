@@ -92,12 +92,26 @@ def _load(plan: Plan, t: TensorPlan) -> list[torch.Tensor]:
     return [x.to(t.work) for x in ts]
 
 
+def _sq_norms(base: torch.Tensor, ft: torch.Tensor) -> tuple[float, float]:
+    """(‖b‖₂², ‖f − b‖₂²) in float32 per chunk, summed in float64 (no full-size temporary)."""
+    from micota.merging.methods import _chunks
+
+    bb = dd = 0.0
+    for bc, fc in _chunks(base.contiguous(), ft.contiguous()):
+        b32 = bc.float()
+        bb += float(torch.dot(b32, b32))
+        d32 = fc.to(torch.float32, copy=True).sub_(b32)  # a copy: fc is the input itself when float32
+        dd += float(torch.dot(d32, d32))
+    return bb, dd
+
+
 def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter, seed: int, compat: bool,
                shared_gen: torch.Generator) -> dict[str, Any]:
     ts = loaded.result()
     if not t.merge:
         writer.write(t.name, ts[0])
         return {}
+    tv = _sq_norms(ts[plan.task_vector[0]], ts[plan.task_vector[1]]) if plan.task_vector else None
     gen = (lambda i: shared_gen) if compat else (lambda i: torch.Generator().manual_seed(tensor_seed(seed, t.name, i)))
     ctx = TensorContext(t.name, gen, exact_sort=compat)
     base, models = (ts[0], ts[1:]) if plan.has_base else (None, ts)
@@ -107,8 +121,23 @@ def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter,
         if not _all_finite(out):
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
     writer.write(t.name, out)
-    return {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
-            for k, v in ctx.stats.items()}
+    stats = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
+             for k, v in ctx.stats.items()}
+    if tv is not None:
+        stats[_TV] = tv  # summed in name order by _task_vector, then dropped from the per-tensor stats
+    return stats
+
+
+_TV = "_task_vector_sq"
+
+
+def _task_vector(stats: dict[str, Any]) -> dict[str, float] | None:
+    """The report's ``task_vector`` block from the per-tensor squared norms (floating-point tensors only)."""
+    parts = [stats[k].pop(_TV) for k in sorted(stats) if _TV in stats[k]]
+    if not parts:
+        return None
+    base, delta = sum(b for b, _ in parts) ** 0.5, sum(d for _, d in parts) ** 0.5
+    return {"base_norm": base, "delta_norm": delta, "relative": delta / base if base > 0 else None}
 
 
 _EXP = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
@@ -184,6 +213,7 @@ def merge(cfg: MergeConfig) -> Path:
             finally:
                 writer.close()
             _write_side_files(plan, tmp)
+            task_vector = _task_vector(stats)
             hasher.join()
             report = {
                 "method": cfg.method, "seed": cfg.seed, "mergekit_compatible": cfg.mergekit_compatible,
@@ -192,7 +222,7 @@ def merge(cfg: MergeConfig) -> Path:
                 "vocab_size": plan.vocab_out, "threads": threads, "shards": shards,
                 "wall_s": round(time.time() - started, 3),
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "inputs": hashes, "tensors": stats,
+                "inputs": hashes, "task_vector": task_vector, "tensors": stats,
             }
             atomic_write_json(tmp / "merge_report.json", report)
             write_manifest(tmp, stage="merge", config=cfg, started_at=started,
