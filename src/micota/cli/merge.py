@@ -4,6 +4,9 @@ Two forms::
 
     micota merge CONFIG.yaml OUT            # a mergekit YAML (merge_method: ...) or MergeConfig keys
     micota merge --base DIR --finetuned DIR --method dare_ties --weight 0.5 --density 0.5 --seed 0 OUT
+
+In the two-model form ``--weight w`` is the fine-tune's share for every method: task-vector methods
+add w·δ (δ = fine-tune − base); ``linear`` gives (1−w)·base + w·fine-tune; ``slerp`` uses t = w.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ def _run(paths: list[str], base: Optional[str], finetuned: Optional[str], method
             raise UserError("--base and --finetuned go together")
         if len(paths) != 1:
             raise UserError("with --base/--finetuned give exactly one positional argument: OUT")
-        cfg = MergeConfig.build({"method": method or "dare_ties", "base": base, "out": paths[0],
-                                 "models": [{"model": finetuned, "parameters": params}], **options})
+        weight, density = params.pop("weight", None), params.pop("density", None)
+        cfg = MergeConfig.two_model(base, finetuned, method=method or "dare_ties", weight=weight, density=density,
+                                    out=paths[0], parameters=params, **options)
     else:
         if len(paths) != 2:
             raise UserError("usage: micota merge CONFIG.yaml OUT  (or --base DIR --finetuned DIR OUT)")
@@ -52,7 +56,7 @@ def register(app: typer.Typer) -> None:
         base: Optional[str] = typer.Option(None, help="Base model folder (two-model form)."),
         finetuned: Optional[str] = typer.Option(None, help="Fine-tuned model folder (two-model form)."),
         method: Optional[str] = typer.Option(None, help="Merge method [default: dare_ties]: linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp."),
-        weight: Optional[float] = typer.Option(None, help="Weight of the fine-tune's task vector."),
+        weight: Optional[float] = typer.Option(None, help="The fine-tune's share (two-model form): task-vector methods add w·(fine-tune − base); linear = (1−w)·base + w·fine-tune; slerp t = w."),
         density: Optional[float] = typer.Option(None, help="Fraction of the task vector kept, in (0, 1]."),
         gamma: Optional[float] = typer.Option(None, help="breadcrumbs: fraction of largest outliers dropped."),
         epsilon: Optional[float] = typer.Option(None, help="della: keep-probability spread."),
