@@ -74,7 +74,7 @@ class WorldConfig(StageConfig):
     digits: int = Field(3, ge=1, le=6, description="Digits of the start value (train/test)")
     operand_digits: int = Field(2, ge=1, le=6, description="Most digits of an add/sub operand (train/test)")
     mul_max: int = Field(9, ge=2, le=9, description="Largest multiplier/divisor (train/test)")
-    hard_min_ops: int = Field(3, ge=1, description="Fewest operations per hard problem")
+    hard_min_ops: int = Field(2, ge=1, description="Fewest operations per hard problem")
     hard_max_ops: int = Field(3, ge=1, description="Most operations per hard problem")
     hard_digits: int = Field(3, ge=1, le=6, description="Digits of the start value in the hard split")
     hard_operand_digits: int = Field(2, ge=1, le=6, description="Most digits of an add/sub operand in the hard split")
