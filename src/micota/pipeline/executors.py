@@ -122,7 +122,7 @@ def _in_child(plan: Plan, inst: Instance, echo: Echo) -> None:
             raise
     if rc != 0:
         lines = [ln.strip() for ln in last.decode(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
-        why = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
+        why = next((ln[len("error:"):].strip() for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
         raise UserError(f"stage {inst.name} ({inst.stage.kind}) failed with exit code {rc}"
                         f"{': ' + why[:300] if why else ''}; log: {log}")
 
