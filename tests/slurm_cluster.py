@@ -79,8 +79,9 @@ SlurmdUser=root
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
+# cred_expire: also how long a requeued job waits before it may start again (default 120 s)
 CredType=cred/munge
-AuthInfo=socket={r / 'munge.socket'}
+AuthInfo=socket={r / 'munge.socket'},cred_expire=10
 StateSaveLocation={r / 'state'}
 SlurmdSpoolDir={r / 'spool'}
 SlurmctldPidFile={r / 'slurmctld.pid'}

@@ -226,3 +226,25 @@ def test_bad_resources_name_the_key(tmp_path):
             parse_pipeline(spec)
     with pytest.raises(UserError, match=r"slurm\.extra"):
         parse_pipeline({**base, "slurm": {"extra": ["--wrap=rm -rf /"]}})
+
+
+def test_a_job_at_its_time_limit_requeues_itself_and_resumes(slurm, tmp_path, cli):
+    spec = {"name": "tl", "out": str(tmp_path / "out"),
+            "slurm": {"requeue_before_s": 60, "poll_s": 1},
+            "stages": {"slow": {"kind": "slow_stage:count", "steps": 45, "step_s": 2.0, "resources": {"time": "2"}}}}
+    p = tmp_path / "tl.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    tests = str(Path(__file__).resolve().parent)
+    env = {"SLURM_CONF": str(slurm.conf), "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    r = cli("run", str(p), "--executor", "slurm", env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = _records(tmp_path / "out")
+    assert len(recs) == 1  # one submission: Slurm requeued the same job
+    log = Path(recs[0]["log"]).read_text()
+    assert "micota: time limit or preemption near: requeueing job" in log and "(restart 1)" in log, log[-2000:]
+    out = next((tmp_path / "out").glob("slow-*"))
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(45))  # nothing lost, nothing twice
+    assert len({s["pid"] for s in steps}) >= 2  # written by two tries of the job
+    man = json.loads((out / "manifest.json").read_text())
+    assert 0 < man["counts"]["this_try"] < 45  # the last try resumed
