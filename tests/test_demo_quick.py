@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import QUICK_THREADS
 from test_pipeline_runner import check_report_traces
 
 VARIANTS = {"long", "ta_long", "mid", "short", "mix"}
@@ -165,9 +166,8 @@ def _numbers(x, path=""):
     return {path: x}
 
 
-def test_quick_demo_runs_end_to_end_gates_its_claims_and_is_deterministic(tmp_path, cli):
-    out = tmp_path / "demo"
-    r = cli("demo", "--quick", "--out", str(out), timeout=900)
+def test_quick_demo_runs_end_to_end_gates_its_claims_and_is_deterministic(quick_demo, tmp_path, cli):
+    out, r = quick_demo
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| variant |" in r.stdout and "claim (i):" in r.stdout and "validity checks:" in r.stdout
     for f in ("REPORT.md", "results.json"):
@@ -192,9 +192,9 @@ def test_quick_demo_runs_end_to_end_gates_its_claims_and_is_deterministic(tmp_pa
     statuses = [line.split()[2] for line in (again.stdout + again.stderr).splitlines() if line.rstrip().endswith("]")]
     assert again.returncode == 0 and len(statuses) == len(plan["stages"]), again.stderr[-2000:]
     assert set(statuses) == {"cached"}, again.stderr[-2000:]
-    # the same seed from scratch gives the same numbers
+    # the same seed from scratch gives the same numbers, whatever OMP_NUM_THREADS says (the recipe pins threads)
     out2 = tmp_path / "demo-again"
-    r2 = cli("demo", "--quick", "--out", str(out2), timeout=900)
+    r2 = cli("demo", "--quick", "--out", str(out2), timeout=900, env={"OMP_NUM_THREADS": "1" if QUICK_THREADS != "1" else "2"})
     assert r2.returncode == 0, r2.stderr[-3000:]
     a, b = _numbers(res), _numbers(json.loads((out2 / "results.json").read_text()))
     diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

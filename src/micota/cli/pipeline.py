@@ -16,17 +16,28 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local (default: a child process per model stage), "
+                                              "inprocess (everything in this process) or slurm (one job per stage).")] = "local",
+        status: Annotated[bool, typer.Option("--status", help="Show every stage's output status and its latest Slurm job "
+                                             "(id, state, elapsed, log); run nothing.")] = False,
+        cancel: Annotated[bool, typer.Option("--cancel", help="Cancel this pipeline's queued and running Slurm jobs.")] = False,
         var: Annotated[Optional[list[str]], typer.Option("--var", help="Override a variable the pipeline declares under vars: NAME=VALUE (repeatable).")] = None,
     ) -> None:
         """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
         from micota.errors import UserError
-        from micota.pipeline.runner import run_pipeline
+        from micota.pipeline.runner import cancel_pipeline, pipeline_status, run_pipeline
 
         pairs = [v.partition("=") for v in var or []]
         if any(not sep or not k for k, sep, _ in pairs):
             raise UserError("--var takes NAME=VALUE")
-        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only,
-                            vars={k: v for k, _, v in pairs})
+        values = {k: v for k, _, v in pairs}
+        if status or cancel:
+            if status and cancel:
+                raise UserError("--status and --cancel cannot be combined")
+            typer.echo(pipeline_status(pipeline, out=out, vars=values) if status else cancel_pipeline(pipeline, out=out, vars=values))
+            return
+        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
+                            vars=values)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 
