@@ -75,9 +75,19 @@ def test_summary_counts_match_the_script_and_rerun_regrade(tmp_path, scripted, d
     calls = scripted.calls
     again = evaluate(cfg, backend=scripted)  # resume: every key done, nothing generated
     assert scripted.calls == calls and again.macro_accuracy == s.macro_accuracy
+    top = (out / "summary.json").read_bytes()
     h = regrade(out, "hendrycks")
     assert [b.grade_mode for b in h.benchmarks] == ["hendrycks", "hendrycks"]
-    assert json.loads((out / "manifest.json").read_text())["regraded"] is True
+    # the regrade lands in grades/hendrycks/ beside the eval's own grades; the eval's summary is untouched
+    assert (out / "summary.json").read_bytes() == top
+    hs = json.loads((out / "grades" / "hendrycks" / "summary.json").read_text())
+    assert [b["grade_mode"] for b in hs["benchmarks"]] == ["hendrycks", "hendrycks"]
+    cmp = (out / "grades" / "COMPARISON.md").read_text()
+    assert "| benchmark | n | benchmark | hendrycks |" in cmp and "[gsm8k]" in cmp and "[hendrycks]" in cmp
+    # an eval rerun rewrites its own mode only, never the regrade
+    before = (out / "grades" / "hendrycks" / "summary.json").read_bytes()
+    evaluate(cfg, backend=scripted)
+    assert (out / "grades" / "hendrycks" / "summary.json").read_bytes() == before
     with pytest.raises(UserError, match="unknown grading mode"):
         regrade(out, "nope")
     with pytest.raises(UserError, match="not a finished eval"):
