@@ -90,6 +90,8 @@ class BpcRecord(Record):
     nll_bits: float
     bpc: float
     bpt: float
+    mean_rank: float | None = None  # with --metrics rsr
+    rsr: float | None = None
 
 
 class BenchmarkSummary(BaseModel):
