@@ -153,11 +153,14 @@ def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None, limi
 
 
 def load_problems(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Problem]:
-    """A benchmark name or a JSONL file of Problem rows (``id, problem, answer`` at least)."""
+    """A benchmark name, a JSONL file of Problem rows (``id, problem, answer`` at least), or a
+    directory holding one as ``data.jsonl``."""
     s = os.fspath(spec)
     if s in BENCHMARKS:
         return load_benchmark(s, data_dir=data_dir, limit=limit)
     p = Path(s).expanduser()
+    if p.is_dir() and (p / "data.jsonl").is_file():  # a stage output holding problems (micota decontaminate)
+        p = p / "data.jsonl"
     if p.suffix in (".jsonl", ".json") or os.sep in s or p.exists():
         if not p.is_file():
             raise UserError(f"{p}: problems file not found")
@@ -170,6 +173,7 @@ def load_problems(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None
                 raise UserError(f"{p}: duplicate problem id {q.id!r}")
             seen.add(q.id)
         problems = problems[:limit] if limit is not None else problems
-        return [q.model_copy(update={"source": q.source or p.stem}) for q in problems]
+        stem = p.parent.name if p.name == "data.jsonl" else p.stem
+        return [q.model_copy(update={"source": q.source or stem}) for q in problems]
     get_spec(s)  # raises: unknown benchmark, listing known ones
     raise AssertionError
