@@ -47,7 +47,7 @@ def estimate_7b(chunk: int = 2048) -> dict[str, float]:
     B, L, V, H, I = 4, 16_384, 152_064, 3_584, 18_944
     gb = 1e9
     return {"weights_bf16": 7.62e9 * 2 / gb, "mlp_gate_up_bf16": 2 * B * L * I * 2 / gb,
-            "last_hidden_bf16": B * L * H * 2 / gb, "logits_chunk_fp32_x2": 2 * chunk * V * 4 / gb,
+            "last_hidden_bf16": B * L * H * 2 / gb, "logits_chunk_fp32_x3": 3 * chunk * V * 4 / gb,
             "full_logits_fp32_before": B * L * V * 4 / gb}
 
 

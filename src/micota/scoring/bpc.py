@@ -19,8 +19,8 @@ rank ``(V+1)/2``, so ``rsr = (V+1) / (2 log2 V)``.
 Bounded memory: the full ``sequence × vocabulary`` fp32 logits are never built. The decoder's last
 hidden states of the completion positions are projected through the output layer ``logits_chunk``
 positions at a time; each chunk's log-softmax, target surprisal and rank are reduced to a few
-numbers per token before the next chunk, so the logits cost ``logits_chunk × V × 4`` bytes (plus
-a same-sized temporary) whatever the sequence length. Models whose logits are not a plain linear
+numbers per token before the next chunk, so the logits cost about ``3 × logits_chunk × V × 4``
+bytes (the chunk and its temporaries) whatever the sequence length. Models whose logits are not a plain linear
 head over the decoder output (soft-capping, logit scaling) fall back to one record at a time with
 ``logits_to_keep``.
 
@@ -38,7 +38,7 @@ Peak memory at paper scale (Qwen2.5-7B student base, V = 152,064, 16,384 tokens,
 weights): weights 15.2 GB; the decoder's activations for one layer at a time with SDPA attention,
 dominated by the MLP intermediate 4 × 16,384 × 18,944 × 2 B ≈ 2.5 GB (gate and up: ≈ 5 GB); last
 hidden states 4 × 16,384 × 3,584 × 2 B ≈ 0.47 GB; logits chunk 2,048 × 152,064 × 4 B ≈ 1.25 GB
-plus its log-softmax temporary ≈ 1.25 GB. Total ≈ 24 GB, against ≈ 40 GB of fp32 logits alone
+with its temporaries ≈ 3.7 GB (3×, as measured). Total ≈ 24 GB, against ≈ 40 GB of fp32 logits alone
 (4 × 16,384 × 152,064 × 4 B) before this change. See docs/design/eval.md.
 """
 
@@ -85,7 +85,7 @@ class BpcConfig(StageConfig):
     metrics: list[str] = Field(default_factory=lambda: ["bpc", "bpt"],
                                description="Metrics: bpc, bpt, rsr (rank-surprisal ratio), surprisal (per-token quantiles)")
     logits_chunk: int = Field(2048, ge=1, description="Completion positions projected to vocabulary logits at a time "
-                              "(memory: logits_chunk x vocabulary x 4 bytes, twice)")
+                              "(memory: about 3 x logits_chunk x vocabulary x 4 bytes)")
 
     @field_validator("metrics")
     @classmethod
