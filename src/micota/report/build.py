@@ -38,7 +38,7 @@ from micota.records import BpcRecord, Sample, read_jsonl
 from micota.report import checks as K
 from micota.report import claims as C
 from micota.report.render import fmt, render_markdown
-from micota.scoring.stats import bootstrap_ci, paired_bootstrap_diff
+from micota.scoring.stats import bootstrap_ci, paired_bootstrap_diff, paired_bootstrap_macro
 
 
 class ReportConfig(StageConfig):
@@ -130,7 +130,7 @@ def _load_many(dirs: str | list[str]) -> tuple[list[Sample], list[Path]]:
 
 
 def _variant_block(name: str, dirs: str | list[str], cfg: ReportConfig, src: _Src, section: str = "variants"
-                   ) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]], list[Sample]]:
     """Per split: problems, accuracy (mean over problems of the mean over that problem's samples —
     every seed's student contributes one sample per problem), CI, mean tokens, truncation."""
     samples, files = _load_many(dirs)
@@ -150,7 +150,7 @@ def _variant_block(name: str, dirs: str | list[str], cfg: ReportConfig, src: _Sr
         src.add(key, files, f"samples with source={split!r}: accuracy = mean over problems of mean(correct); "
                              "ci95 = bootstrap_ci over problems; mean_completion_tokens = mean over samples; "
                              "truncated = share of samples with finish_reason 'length'")
-    return block, pp_all
+    return block, pp_all, samples
 
 
 def _uniform_bits(model: str | None) -> float | None:
@@ -338,6 +338,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
     src.add("thresholds", [], "report config (recipe)")
     hist: dict[str, list[float]] = {}
     per_var = {}
+    models: dict[str, list[Sample]] = {}  # graded samples per model, for the efficiency section
     def empty(key: str, dirs: str | list[str] | None) -> bool:
         """Record (and report) a stage output that came out empty, e.g. no sample survived filtering."""
         for d in [dirs] if isinstance(dirs, str) else dirs or []:
@@ -349,9 +350,9 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
 
     for name, d in cfg.evals.items():
         if not empty(f"variants.{name}", d):
-            res["variants"][name], per_var[name] = _variant_block(name, d, cfg, src)
+            res["variants"][name], per_var[name], models[f"student: {name}"] = _variant_block(name, d, cfg, src)
     if cfg.student_base:
-        res["student_base"], _ = _variant_block("", cfg.student_base, cfg, src, section="student_base")
+        res["student_base"], _, models["student base"] = _variant_block("", cfg.student_base, cfg, src, section="student_base")
     bpc_recs = {}
     for name, d in cfg.bpc.items():
         if not empty(f"bpc.{name}", d):
@@ -369,6 +370,9 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
         if d and not empty(f"ta_{key}", d):
             ss, files = _load_many(d)
             ta_samples[key], ta_files[key] = ss, files
+            models[{"finetuned": "TA fine-tuned", "merged": "TA merged", "base_hard": "TA base",
+                    "finetuned_hard": "TA fine-tuned"}[key]] = models.get({"finetuned": "TA fine-tuned", "merged": "TA merged", "base_hard": "TA base",
+                    "finetuned_hard": "TA fine-tuned"}[key], []) + ss
             pp = per_problem(ss)
             vals = [a for a, _ in pp.values()]
             lo, hi = bootstrap_ci(vals, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -441,10 +445,18 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
                            f"long CoT ({base})."}
     comp = res["comparisons"].get(f"{cfg.method}_vs_{base}")
     if comp:
+        pm, pb = per_var[cfg.method], per_var[base]
+        common = {sp: sorted(set(pm[sp]) & set(pb.get(sp, {}))) for sp in pm}
+        macro = paired_bootstrap_macro({sp: [pm[sp][p][0] for p in ps] for sp, ps in common.items()},
+                                       {sp: [pb[sp][p][0] for p in ps] for sp, ps in common.items()},
+                                       n_boot=cfg.n_boot, seed=cfg.seed)
         p = comp["pooled"]
-        verdict, why = C.verdict_positive((p["diff"], p["lo"], p["hi"]), better="higher")
-        cii["numbers"] = {"n": p["n"], "accuracy_diff": p["diff"], "accuracy_diff_ci95": [p["lo"], p["hi"]]}
-        src.add("claims.ii", [], f"= comparisons.{cfg.method}_vs_{base}.pooled")
+        verdict, why = C.verdict_positive((macro["diff"], macro["lo"], macro["hi"]), better="higher")
+        cii["numbers"] = {"n": macro["n_problems"], "splits": macro["n_benchmarks"], "accuracy_diff": macro["diff"],
+                          "accuracy_diff_ci95": [macro["lo"], macro["hi"]],
+                          "pooled_accuracy_diff": p["diff"], "pooled_accuracy_diff_ci95": [p["lo"], p["hi"]]}
+        src.add("claims.ii", [], f"macro over splits: paired_bootstrap_macro (problems resampled within each split, "
+                                 f"unweighted mean of the per-split differences); pooled_* = comparisons.{cfg.method}_vs_{base}.pooled")
         src.map["claims.ii"]["files"] = src.map[f"comparisons.{cfg.method}_vs_{base}"]["files"]
     else:
         verdict, why = C.INCONCLUSIVE, _missing_why(res, "variants", cfg.method, base, "not both evaluated")
@@ -487,7 +499,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
                                                                     "truncated", "reference")} for p in data.get("points", [])]}
             src.add("merge_curve", [ms], "every probed point of the merge search, with the base and fine-tune references")
     res["sources"] = src.map
-    return res, hist
+    return res, hist, models
 
 
 def _finish_claim(res: dict[str, Any], claim: dict[str, Any], verdict: str, why: str) -> None:
@@ -513,6 +525,36 @@ def _finite(x: Any) -> Any:
     return x
 
 
+EFFICIENCY_KEYS = ("n_samples", "accuracy", "mean_tokens", "tokens_per_correct", "reflections_per_1k_tokens",
+                   "reflections_per_response", "outcome_efficiency")
+
+
+def _efficiency(res: dict[str, Any], models: dict[str, list[Sample]], cfg: ReportConfig, tmp: Path) -> None:
+    """Efficiency per model and split (report.efficiency), and which learnability metric tracked the
+    students' accuracy across variants (Spearman over variants; needs ≥ 3)."""
+    from micota.io import read_json
+    from micota.report.efficiency import efficiency_section, learnability_section
+
+    _, eff = efficiency_section(models, tmp)
+    res["efficiency"] = {m: {b: {k: v.get(k) for k in EFFICIENCY_KEYS} for b, v in by.items()} for m, by in eff["models"].items()}
+    res["sources"]["efficiency"] = {"files": sorted({f for k, v in res["sources"].items()
+                                                     if k.startswith(("variants.", "ta.", "student_base.")) for f in v["files"]}),
+                                    "how": "micota.scoring.efficiency.efficiency_metrics per model and split (sample.source)"}
+    metrics = {}
+    for v, d in cfg.bpc.items():
+        f = Path(d) / "summary.json"
+        if v in res["variants"] and f.is_file():
+            metrics[v] = {k: x for k, x in read_json(f).items() if isinstance(x, (int, float)) and not isinstance(x, bool)
+                          and k.endswith(("_mean", "_q50", "_weighted"))}
+    acc = {v: sum(b["accuracy"] for b in res["variants"][v].values()) / len(res["variants"][v]) for v in metrics}
+    if metrics:
+        _, learn = learnability_section(metrics, acc)
+        res["learnability"] = learn
+        res["sources"]["learnability"] = {"files": [os.path.relpath(Path(cfg.bpc[v]) / "summary.json", tmp.parent) for v in metrics],
+                                          "how": "Spearman rank correlation over variants of each bpc summary metric with the "
+                                                 "students' accuracy (mean over splits of variants.*.accuracy)"}
+
+
 def build_report(cfg: ReportConfig) -> Path:
     """Write REPORT.md, results.json and plots into ``cfg.out``; returns the directory."""
     from micota.report.plots import plot_histograms, plot_merge_curve
@@ -521,8 +563,7 @@ def build_report(cfg: ReportConfig) -> Path:
     out = Path(cfg.out)
     if not cfg.evals:
         raise UserError("report: evals is empty (give at least one variant's eval directory)")
-    res, hist = build_results(cfg, out.parent)
-    res = _finite(res)
+    res, hist, models = build_results(cfg, out.parent)
     inputs = {f"eval:{k}:{i}": v for k, vs in cfg.evals.items() for i, v in enumerate([vs] if isinstance(vs, str) else vs)}
     inputs |= {f"bpc:{k}": v for k, v in cfg.bpc.items()}
     with atomic_dir(out, overwrite=True) as tmp:
@@ -532,6 +573,10 @@ def build_report(cfg: ReportConfig) -> Path:
             figures.append("lengths_ta.png")
         if res.get("merge_curve") and plot_merge_curve(res["merge_curve"], tmp / "merge_curve.png"):
             figures.append("merge_curve.png")
+        if models:
+            _efficiency(res, models, cfg, tmp)
+            figures.append("accuracy_vs_tokens.png")
+        res = _finite(res)
         for name, d in (("stats", cfg.stats), ("merge", cfg.merge_search)):
             for png in sorted(Path(d).glob("*.png")) if d else []:
                 shutil.copyfile(png, tmp / f"{name}_{png.name}")

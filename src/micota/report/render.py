@@ -101,8 +101,30 @@ def _ta(res: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _efficiency(res: dict[str, Any]) -> list[str]:
+    eff = res.get("efficiency") or {}
+    if not eff:
+        return []
+    lines = ["## Efficiency (micota.scoring.efficiency)", "",
+             "| model | split | samples | accuracy | mean tokens | tokens per correct | reflections / 1k tokens | "
+             "reflections / response | outcome efficiency |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for model, by in eff.items():
+        for split, m in by.items():
+            lines.append(f"| {model} | {split} | " + " | ".join(fmt(m.get(k)) for k in (
+                "n_samples", "accuracy", "mean_tokens", "tokens_per_correct", "reflections_per_1k_tokens",
+                "reflections_per_response", "outcome_efficiency")) + " |")
+    lines += ["", "Tokens per correct: all completion tokens / correct completions; outcome efficiency (arXiv 2412.21187): "
+              "mean share of a completion up to the first statement of its correct final answer (0 if wrong).", ""]
+    learn = (res.get("learnability") or {}).get("correlations") or {}
+    if learn:
+        lines += ["Which learnability metric tracked the students' accuracy across variants (Spearman ρ; lower metric = "
+                  "more learnable, so a useful one is near −1):", "", "| metric | ρ | variants |", "|---|---:|---:|"]
+        lines += [f"| {k} | {fmt(v.get('spearman'))} | {fmt(v.get('n_variants'))} |" for k, v in learn.items()] + [""]
+    return lines
+
+
 def render_markdown(res: dict[str, Any]) -> str:
-    lines = [f"# {res['title']}", ""] + _checks(res) + _claims(res) + _students(res) + _ta(res)
+    lines = [f"# {res['title']}", ""] + _checks(res) + _claims(res) + _students(res) + _ta(res) + _efficiency(res)
     if res.get("bases"):
         cols = sorted({k for b in res["bases"].values() for k in b if k != "params"})
         lines += ["System-1 bases as built (greedy accuracy under the default prompt and each style's system prompt, "
