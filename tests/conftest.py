@@ -82,7 +82,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> "Server":
+    def start(self, timeout: float = 600) -> "Server":
         import time
         import urllib.request
 

@@ -25,9 +25,9 @@ def _rows(out: Path) -> list[dict]:
     return [json.loads(line) for f in sorted(out.glob("samples-*.jsonl")) for line in f.read_text().splitlines() if line]
 
 
-def _gen_args(model: Path, data_dir: Path, out: Path, *urls: str, extra: tuple[str, ...] = ()) -> list[str]:
+def _gen_args(model: Path, data_dir: Path, out: Path, *urls: str, extra: tuple[str, ...] = (), limit: int = N_PROBLEMS) -> list[str]:
     args = [sys.executable, "-m", "micota", "generate", str(model), "--problems", "gsm8k", "--data-dir", str(data_dir),
-            "--limit", str(N_PROBLEMS), "--out", str(out), "--backend", "openai", "--max-new-tokens", TOKENS, *extra]
+            "--limit", str(limit), "--out", str(out), "--backend", "openai", "--max-new-tokens", TOKENS, *extra]
     for u in urls:
         args += ["--server-url", u]
     return args
@@ -108,6 +108,13 @@ def test_wrong_model_name_and_dead_server_are_one_line_errors(smollm2_dir, data_
     assert not (tmp_path / "a" / "manifest.json").exists()
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
+    # a dead server among live ones is routed around: each retry goes to the next server
+    r = subprocess.run(_gen_args(smollm2_dir, data_dir, tmp_path / "d", dead, srv.url, extra=("--max-retries", "1"), limit=4),
+                       capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted((x["problem_id"], x["sample_idx"]) for x in _rows(tmp_path / "d")) == [(f"gsm8k-test-{i}", 0) for i in range(4)]
+    assert srv.completions_served() == 4
+
     t0 = time.time()
     r = subprocess.run(_gen_args(smollm2_dir, data_dir, tmp_path / "b", dead, extra=("--max-retries", "0")),
                        capture_output=True, text=True, timeout=300, env=_env())
@@ -118,3 +125,34 @@ def test_wrong_model_name_and_dead_server_are_one_line_errors(smollm2_dir, data_
     r = subprocess.run(_gen_args(smollm2_dir, data_dir, tmp_path / "c"), capture_output=True, text=True, timeout=300, env=_env())
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
         "error: backend 'openai' needs --server-url BASE_URL (e.g. http://127.0.0.1:8000/v1), repeatable"
+
+
+def test_prompt_goes_as_token_ids_when_the_server_would_add_a_second_bos(tiny_model_dir):
+    """server_prompt=auto sends text unless the server's default tokenization (special tokens added)
+    differs from ours; a tokenizer that prepends BOS to a chat prompt already starting with it does."""
+    from micota.errors import UserError
+    from micota.generation.backends import prompt_token_ids
+    from micota.generation.openai_backend import OpenAIBackend
+    from micota.generation.prompts import build_messages, render_prompt
+    from micota.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    prompt = render_prompt(tok, build_messages("What is 2+2?"))
+
+    class AddsBos:  # a Llama-style tokenizer: BOS = the text the chat template starts with, added by default
+        bos_token = "<|im_start|>"
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            return {"input_ids": ([tok.convert_tokens_to_ids(self.bos_token)] if add_special_tokens else []) + ids}
+
+    def be(mode, t):
+        return OpenAIBackend(str(tiny_model_dir), server_url="http://127.0.0.1:9/v1", tokenizer=t, server_prompt=mode)
+
+    assert be("auto", tok)._payload(prompt) == prompt  # the server would tokenize it as we do
+    ids = be("auto", AddsBos())._payload(prompt)
+    assert ids == prompt_token_ids(AddsBos(), prompt) == tok(prompt, add_special_tokens=False)["input_ids"]
+    assert be("tokens", tok)._payload(prompt) == prompt_token_ids(tok, prompt)
+    assert be("text", AddsBos())._payload(prompt) == prompt
+    with pytest.raises(UserError, match="expected an http:// or https:// base URL"):
+        be("auto", tok).__class__(str(tiny_model_dir), server_url="127.0.0.1:8000", tokenizer=tok)

@@ -53,8 +53,6 @@ class OpenAIBackend:
                  concurrency: int = 8, request_timeout: float = 1800.0, max_retries: int = 5,
                  server_prompt: Literal["auto", "text", "tokens"] = "auto", allow_pickle: bool = False,
                  trust_remote_code: bool = False, tokenizer: Any = None, backoff: float = 1.0, **_: Any):
-        import httpx
-
         from micota.models import load_tokenizer
 
         self.urls = normalize_urls(server_url)
@@ -66,12 +64,18 @@ class OpenAIBackend:
         self.server_prompt = server_prompt
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
             model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-        self.client = httpx.Client(timeout=httpx.Timeout(request_timeout, connect=min(10.0, request_timeout)),
-                                   limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+        self._timeout = request_timeout
+        self.client = self._new_client()
         self._count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.requests_per_server = {u: 0 for u in self.urls}
+
+    def _new_client(self) -> Any:
+        import httpx
+
+        return httpx.Client(timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+                            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
 
     # ---- one request ----
 
@@ -162,6 +166,12 @@ class OpenAIBackend:
         finally:
             self._stop.set()  # requests not yet sent are dropped; a rerun resumes them
             pool.shutdown(wait=False, cancel_futures=True)
+            if any(not f.done() for f in futs):  # stopped early: cut the requests in flight, so exit is prompt
+                old, self.client = self.client, self._new_client()
+                try:
+                    old.close()
+                except Exception:  # noqa: BLE001 - closing under in-flight requests is best effort
+                    pass
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         out: list[list[Completion]] = [[] for _ in prompts]
