@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server on kill/timeout
     path = str(resolve_model(args.model))
     tok = load_tokenizer(path)
     problems = load_benchmark("gsm8k", data_dir=args.data_dir, limit=args.prompts)
@@ -73,6 +75,7 @@ def main() -> None:
     out_hf = hf.generate(prompts, params)
     t_hf, cpu_hf = time.perf_counter() - t0, cpu_seconds(me) - c0
     del hf
+    print(f"(a) done: {sum(c[0].completion_tokens for c in out_hf)} tokens in {t_hf:.2f} s wall, {cpu_hf:.2f} CPU s", flush=True)
 
     # (b) the server backend against transformers serve --continuous-batching
     port = free_port()
