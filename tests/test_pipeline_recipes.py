@@ -29,7 +29,8 @@ def test_paper_recipe_dry_run_validates_offline(size, variant, cli, tmp_path):
         for name in ("teacher_gen", "short_gen"):
             st = served["stages"][name]
             assert st.pop("backend") == "openai" and st.pop("server_url")[0].startswith("http://") and st.pop("concurrency")
-            assert st == {k: v for k, v in plain["stages"][name].items() if k not in ("backend", "tensor_parallel_size")}
+            assert st.pop("resources")["gpus_per_node"] == 0  # the server holds the GPUs, not the stage
+            assert st == {k: v for k, v in plain["stages"][name].items() if k not in ("backend", "tensor_parallel_size", "resources")}
         assert {k: v for k, v in served["stages"].items() if k not in ("teacher_gen", "short_gen")} == \
             {k: v for k, v in plain["stages"].items() if k not in ("teacher_gen", "short_gen")}
 
