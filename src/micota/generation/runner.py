@@ -14,7 +14,6 @@ shapes a completion (model, problems, sampling, prompt; not ``out``/``limit``/``
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -157,7 +156,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
             JsonlAppender(old).close()  # truncates a torn last line left by a killed run
         (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
         shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
-        written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard)
+        written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, len(problems) * cfg.n)
     elif not out.is_dir():
         raise UserError(f"{cfg.problems}: no problems to generate")
     samples = load_samples(out)
@@ -178,13 +177,14 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
 
 
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
-         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path) -> int:
-    from tqdm import tqdm
+         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path, n_wanted: int) -> int:
+    from micota.progress import progress_bar
 
     params = cfg.sampling_params()
     written = 0
-    with JsonlAppender(shard) as w, tqdm(total=len(pending) * cfg.n, desc=f"generate {Path(cfg.out).name}",
-                                          unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    todo = sum((p.id, i) not in done for p in pending for i in range(cfg.n))
+    with JsonlAppender(shard) as w, progress_bar(n_wanted, desc=f"generate {Path(cfg.out).name}",
+                                                 done=n_wanted - todo) as bar:
         for start in range(0, len(pending), cfg.batch_size):
             batch = pending[start:start + cfg.batch_size]
             outs = be.generate([prompts[p.id] for p in batch], params)
@@ -199,5 +199,5 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
                         template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
                         reference=p.answer))
             written += w.write_batch(rows)
-            bar.update(len(batch) * cfg.n)
+            bar.update(len(rows))
     return written
