@@ -25,12 +25,28 @@ from micota import __version__
 from micota.errors import UserError
 
 
-def apply_thread_defaults(env: "os._Environ[str] | dict[str, str]" = os.environ) -> None:
-    """The ``micota`` command's CPU thread default (measured in ``benchmarks/threads.py``, BENCHMARKS.md).
+def thread_default(ncpu: int | None = None, load1: float | None = None) -> int | None:
+    """Torch threads for this run, or None for torch's own default (one per core).
 
-    Unless the user chose (``OMP_NUM_THREADS`` set, or ``MICOTA_THREADS=torch`` for torch's own
-    default, or ``MICOTA_THREADS=N``), idle OpenMP threads sleep instead of spinning
-    (``OMP_WAIT_POLICY=PASSIVE``). Must run before torch is imported; child processes inherit it."""
+    Measured in ``benchmarks/threads.py`` (BENCHMARKS.md): beside other work, torch's default
+    threads oversubscribe the cores and spin — an eval took 294 s with them and 17 s with one
+    thread, at 7x less CPU time. So when the 1-minute load average says other processes are
+    running, micota uses the cores left over (at least 1); on an idle machine it keeps torch's
+    default. ``OMP_NUM_THREADS`` or ``MICOTA_THREADS`` (a number, or ``torch``) override it."""
+    if ncpu is None:
+        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load1 = os.getloadavg()[0] if load1 is None else load1
+    busy = int(load1 + 0.5)
+    return None if busy == 0 else max(1, ncpu - busy)
+
+
+_threads: dict[str, int] = {}
+
+
+def apply_thread_defaults(env: "os._Environ[str] | dict[str, str]" = os.environ) -> None:
+    """Pick this process's torch thread count (see :func:`thread_default`); set after torch loads.
+
+    Only this process: child launchers (torchrun, accelerate) choose their own."""
     choice = env.get("MICOTA_THREADS", "").strip().lower()
     if choice == "torch" or "OMP_NUM_THREADS" in env:
         return
@@ -38,9 +54,17 @@ def apply_thread_defaults(env: "os._Environ[str] | dict[str, str]" = os.environ)
         if not choice.isdigit() or int(choice) < 1:
             print(f"error: MICOTA_THREADS={choice!r}: expected a positive integer or 'torch'", file=sys.stderr)
             sys.exit(2)
-        env["OMP_NUM_THREADS"] = choice
+        _threads["n"] = int(choice)
         return
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    n = thread_default()
+    if n is not None:
+        _threads["n"] = n
+
+
+def _set_torch_threads() -> None:
+    if "n" in _threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_threads["n"])
+
 
 app = typer.Typer(
     name="micota",
@@ -79,9 +103,10 @@ _COMMAND_MODULES = [
 
 
 def _register_all() -> None:
-    apply_thread_defaults()  # before any command module imports torch
+    apply_thread_defaults()
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(app)
+    _set_torch_threads()  # the command modules imported torch
 
 
 _register_all()
