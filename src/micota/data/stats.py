@@ -122,8 +122,9 @@ def token_cap(path: str | Path) -> tuple[str, int] | None:
     return None
 
 
-def _plot(lengths: dict[str, list[int]], path: Path, caps: dict[str, tuple[str, int]] | None = None) -> None:
-    """Overlaid token-length histograms, each normalised to its own n; dashed lines at the token caps."""
+def _plot(lengths: dict[str, list[int]], path: Path, caps: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Overlaid token-length histograms, each normalised to its own n; dashed lines at the token caps.
+    Returns what was drawn: ``{"heights": {label: bar heights}, "caps": {x: legend text}, "legend": [...]}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,10 +138,13 @@ def _plot(lengths: dict[str, list[int]], path: Path, caps: dict[str, tuple[str, 
     shown = {c: labs for c, labs in by_cap.items() if c[1] <= 1.5 * hi}  # a far-away cap would squash the bars
     right = max([hi, *(c[1] for c in shown)]) + 1
     bins = np.linspace(0, right, 31)
+    drawn: dict[str, Any] = {"heights": {}, "caps": {}}
     for lab, v in lengths.items():
-        ax.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), alpha=0.5, label=f"{lab} (n={len(v)})")
+        heights, _, _ = ax.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), alpha=0.5, label=f"{lab} (n={len(v)})")
+        drawn["heights"][lab] = [float(h) for h in heights]
     for (key, cap), labs in by_cap.items():
         text = f"cap {key}={cap} ({', '.join(labs)})"
+        drawn["caps"][cap] = text
         if (key, cap) in shown:
             ax.axvline(cap, color="black", linestyle="--", linewidth=1, label=text)
         else:
@@ -148,9 +152,11 @@ def _plot(lengths: dict[str, list[int]], path: Path, caps: dict[str, tuple[str, 
     ax.set_xlabel("completion tokens")
     ax.set_ylabel("share of the dataset's completions")
     ax.legend(fontsize=8)
+    drawn["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return drawn
 
 
 def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:

@@ -112,8 +112,13 @@ def _check_existing(out: Path, chash: str) -> list[Sample]:
     if man is not None and man.get("stage") != "generate":
         raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
     if man is not None and man.get("sample_config_hash") != chash:
-        raise UserError(f"{out}: finished with a different model/sampling/prompt config "
-                        f"({man.get('sample_config_hash')} != {chash}); choose another --out")
+        from micota.rerun import config_changes, describe_changes
+
+        old, new = man.get("config") or {}, cfg.model_dump(mode="json")
+        keys = config_changes(old, new, RUN_ONLY)
+        what = describe_changes(old, new, keys) if keys else f"{man.get('sample_config_hash')} != {chash}"
+        raise UserError(f"{out}: finished with a different model/sampling/prompt config ({what}); "
+                        "pass --overwrite to replace it or choose another --out")
     existing = load_samples(out)
     for s in existing:
         if s.config_hash != chash:
