@@ -103,7 +103,7 @@ def load_samples(out_dir: str | Path) -> list[Sample]:
     return read_jsonl_dir(out, Sample, pattern=SHARD_GLOB)
 
 
-def _check_existing(out: Path, chash: str) -> list[Sample]:
+def _check_existing(out: Path, chash: str, cfg: "GenerateConfig | None" = None) -> list[Sample]:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     if not out.is_dir():
@@ -114,7 +114,7 @@ def _check_existing(out: Path, chash: str) -> list[Sample]:
     if man is not None and man.get("sample_config_hash") != chash:
         from micota.rerun import config_changes, describe_changes
 
-        old, new = man.get("config") or {}, cfg.model_dump(mode="json")
+        old, new = man.get("config") or {}, cfg.model_dump(mode="json") if cfg is not None else {}
         keys = config_changes(old, new, RUN_ONLY)
         what = describe_changes(old, new, keys) if keys else f"{man.get('sample_config_hash')} != {chash}"
         raise UserError(f"{out}: finished with a different model/sampling/prompt config ({what}); "
@@ -136,7 +136,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
     out = Path(cfg.out)
     chash = cfg.sample_config_hash()
-    existing = _check_existing(out, chash)
+    existing = _check_existing(out, chash, cfg)
     done = {s.key for s in existing}
     if len(done) != len(existing):
         raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
