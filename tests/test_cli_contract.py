@@ -277,6 +277,8 @@ def test_resume_line_after_interrupt(cli, tmp_path, tiny_model_dir, problems):
     assert cli("generate", str(tiny_model_dir), "--problems", str(problems), "--limit", "2", "--max-new-tokens", "4",
                "--out", str(out)).returncode == 0
     (out / "manifest.json").unlink()  # what an interrupted run leaves: rows, no manifest
+    one_error(cli("generate", str(tiny_model_dir), "--problems", str(problems), "--limit", "5", "--max-new-tokens", "5",
+                  "--out", str(out)), "holds unfinished samples from a different config (--max-new-tokens 4 → 5)")
     r = cli("generate", str(tiny_model_dir), "--problems", str(problems), "--limit", "5", "--max-new-tokens", "4", "--out", str(out))
     assert r.returncode == 0, r.stderr[-1500:]
     assert "generate g: resuming 2/5 samples already done" in r.stderr

@@ -25,10 +25,12 @@ from micota.data.benchmarks import load_problems
 from micota.errors import UserError
 from micota.generation.backends import GenerationBackend, SamplingParams, make_backend, prompt_token_ids
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
+from micota.io import atomic_write_json, read_json
 from micota.manifest import MANIFEST, read_manifest, write_manifest
 from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 
 SHARD_GLOB = "samples-*.jsonl"
+RUN_CONFIG = ".run_config.json"  # the config of the run writing the shards (names changed keys on a mismatch)
 # fields that change how work is scheduled or where it goes, not what a completion is
 RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode"}
 
@@ -111,18 +113,23 @@ def _check_existing(out: Path, chash: str, cfg: "GenerateConfig | None" = None) 
     man = read_manifest(out)
     if man is not None and man.get("stage") != "generate":
         raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
-    if man is not None and man.get("sample_config_hash") != chash:
+    def changed(old_hash: str | None, stored: dict[str, Any] | None) -> str:
         from micota.rerun import config_changes, describe_changes
 
-        old, new = man.get("config") or {}, cfg.model_dump(mode="json") if cfg is not None else {}
-        keys = config_changes(old, new, RUN_ONLY)
-        what = describe_changes(old, new, keys) if keys else f"{man.get('sample_config_hash')} != {chash}"
-        raise UserError(f"{out}: finished with a different model/sampling/prompt config ({what}); "
+        new = cfg.model_dump(mode="json") if cfg is not None else {}
+        keys = config_changes(stored or {}, new, RUN_ONLY) if stored and new else []
+        return describe_changes(stored or {}, new, keys) if keys else f"{old_hash} != {chash}"
+
+    if man is not None and man.get("sample_config_hash") != chash:
+        raise UserError(f"{out}: finished with a different model/sampling/prompt config "
+                        f"({changed(man.get('sample_config_hash'), man.get('config'))}); "
                         "pass --overwrite to replace it or choose another --out")
     existing = load_samples(out)
     for s in existing:
         if s.config_hash != chash:
-            raise UserError(f"{out}: holds samples from a different config ({s.config_hash} != {chash}); choose another --out")
+            stored = read_json(out / RUN_CONFIG) if (out / RUN_CONFIG).is_file() else None
+            raise UserError(f"{out}: holds unfinished samples from a different config ({changed(s.config_hash, stored)}); "
+                            "pass --overwrite to replace them or choose another --out")
     return existing
 
 
@@ -160,6 +167,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         for old in out.glob(SHARD_GLOB):
             JsonlAppender(old).close()  # truncates a torn last line left by a killed run
         (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+        atomic_write_json(out / RUN_CONFIG, cfg.model_dump(mode="json"))
         shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
         written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, len(problems) * cfg.n)
     elif not out.is_dir():
