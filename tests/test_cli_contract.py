@@ -335,3 +335,26 @@ def test_thread_default_is_applied_and_overridable(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "micota", "--version"], env={**env, "MICOTA_THREADS": "lots"},
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: MICOTA_THREADS='lots': expected a positive integer or 'torch'"
+
+
+def test_train_logs_a_line_per_step_when_not_a_terminal_and_follows_the_rerun_rule(cli, tmp_path, tiny_model_dir):
+    from micota.generation.prompts import build_messages
+    from micota.records import SftExample
+
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text("".join(SftExample(id=f"e{i}", problem_id=f"p{i}", prompt=build_messages(f"What is {i} + 1?"),
+                                     completion=[{"role": "assistant", "content": f"The answer is \\boxed{{{i + 1}}}."}]
+                                     ).model_dump_json() + "\n" for i in range(4)))
+    out = tmp_path / "model"
+    argv = ["train", str(tiny_model_dir), "--data", str(ds), "--out", str(out), "--max-steps", "3", "--batch-size", "2",
+            "--logging-steps", "1", "--no-save-checkpoints", "--max-length", "256"]
+    r = cli(*argv)  # stderr is a pipe, not a terminal
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [ln for ln in r.stderr.splitlines() if ln.startswith("train step ")]
+    assert [ln.split()[2] for ln in steps] == ["1/3", "2/3", "3/3"], r.stderr[-2000:]
+    assert re.match(r"train step 3/3 \(100%\) loss [0-9.e+-]+ .*· \d+ s elapsed, ETA 0 s$", steps[-1]), steps[-1]
+    assert "Truncating" not in r.stderr  # pre-flight drops over-long examples; TRL has nothing to truncate
+    assert "{'loss'" not in r.stdout  # no bare Trainer dicts
+    again = cli(*argv)
+    assert again.returncode == 0 and "already complete with the same config — skipped" in again.stderr
+    one_error(cli(*argv[:-1], "128"), "(--max-length 256 → 128); pass --overwrite")
