@@ -206,15 +206,22 @@ def test_rerun_rule_generate_filter_stats(cli, tmp_path, tiny_model_dir, problem
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["max_new_tokens"] == 4 and m["counts"]["samples"] == 4
 
+    # filter needs correct samples, which the tiny model does not write: hand-made ones
+    from micota.records import Sample
+
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    (hand / "samples-00000.jsonl").write_text("".join(Sample(
+        problem_id=f"p{i}", problem=f"What is {i} + {i}?", model="m", prompt="q", completion=f"so \\boxed{{{2 * i}}}", finish_reason="stop", prompt_tokens=1,
+        completion_tokens=5, template_hash="t", config_hash="c", seed=0, source="x", reference=str(2 * i)).model_dump_json() + "\n"
+        for i in range(3)))
     filt = tmp_path / "filt"
-    fbase = ["filter", str(out), "--no-require-correct", "--out", str(filt)]
+    fbase = ["filter", str(hand), "--grade-mode", "default", "--out", str(filt)]
     r = cli(*fbase)
-    assert r.returncode in (0, 2), r.stderr[-1500:]
-    if r.returncode == 2:  # nothing kept by the tiny model: the empty-input error names it, the rule is untestable here
-        one_error(r, "")
-        pytest.fail("filter kept nothing; the rerun test needs rows: " + r.stderr[-300:])
-    r2 = cli(*fbase)
+    assert r.returncode == 0, r.stderr[-1500:]
+    r2 = cli(*fbase[:2], "--mode", "default", "--out", str(filt))  # the old spelling: same config, skipped
     assert r2.returncode == 0 and "already complete with the same config — skipped" in r2.stderr
+    assert "warning: --mode is deprecated, use --grade-mode" in r2.stderr
     one_error(cli(*fbase, "--max-tokens", "3"), "(--max-tokens 16000 → 3); pass --overwrite")
     stats = tmp_path / "stats"
     sbase = ["stats", str(out), "--tokenizer", str(tiny_model_dir), "--out", str(stats)]
@@ -228,8 +235,11 @@ def test_rerun_rule_generate_filter_stats(cli, tmp_path, tiny_model_dir, problem
 
 
 def test_rerun_rule_merge_and_out_flag(cli, tmp_path, tiny_model_dir):
+    import shutil
+
     out = tmp_path / "merged"
-    args = ["merge", "--base", str(tiny_model_dir), "--finetuned", str(tiny_model_dir), "--weight", "0.5", "--density", "0.5"]
+    ft = shutil.copytree(tiny_model_dir, tmp_path / "ft")  # same weights: a zero task vector, still a real merge
+    args = ["merge", "--base", str(tiny_model_dir), "--finetuned", str(ft), "--weight", "0.5", "--density", "0.5"]
     r = cli(*args, "--out", str(out))
     assert r.returncode == 0 and r.stdout.strip() == str(out), r.stderr[-1500:]
     r = cli(*args, "--out", str(out))
@@ -239,7 +249,7 @@ def test_rerun_rule_merge_and_out_flag(cli, tmp_path, tiny_model_dir):
     assert r.returncode == 0, r.stderr[-1500:]
     assert "warning: OUT as a positional argument is deprecated, use --out OUT" in r.stderr
     assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 3
-    one_error(cli("merge", "--base", str(tiny_model_dir), "--finetuned", str(tiny_model_dir), "--weight", "1"), "missing --out")
+    one_error(cli("merge", "--base", str(tiny_model_dir), "--finetuned", str(ft), "--weight", "1"), "missing --out")
 
 
 def test_not_a_micota_output_is_never_replaced(cli, tmp_path, tiny_model_dir, problems):

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     from micota.filtering import FilterConfig
     from micota.scoring.bpc import BpcConfig
 
-    config_command(app, "filter", FilterConfig, _filter, positional=("samples",))
+    config_command(app, "filter", FilterConfig, _filter, positional=("samples",), flags={"mode": "grade_mode"})
     config_command(app, "bpc", BpcConfig, _bpc, positional=("model",), on_result=_print_json)
 
     @app.command("stats")
