@@ -17,13 +17,26 @@ def register(app: typer.Typer) -> None:
                                                             "(what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local (default: a child process per model stage), "
+                                              "inprocess (everything in this process) or slurm (one job per stage).")] = "local",
+        status: Annotated[bool, typer.Option("--status", help="Show every stage's output status and its latest Slurm job "
+                                             "(id, state, elapsed, log); run nothing.")] = False,
+        cancel: Annotated[bool, typer.Option("--cancel", help="Cancel this pipeline's queued and running Slurm jobs.")] = False,
     ) -> None:
         """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
-        from micota.pipeline.runner import run_pipeline
+        from micota.pipeline.runner import cancel_pipeline, pipeline_status, run_pipeline
 
+        if status or cancel:
+            if status and cancel:
+                from micota.errors import UserError
+
+                raise UserError("--status and --cancel cannot be combined")
+            typer.echo(pipeline_status(pipeline, out=out) if status else cancel_pipeline(pipeline, out=out))
+            return
         # the plan is the result of a dry run: stdout; during a run it is progress: stderr
         echo = (lambda s: typer.echo(s)) if dry_run else (lambda s: typer.echo(s, err=True))
-        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, echo=echo)
+        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
+                            echo=echo)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 

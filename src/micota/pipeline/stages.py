@@ -25,7 +25,8 @@ _OUT_FIELDS = ("out", "out_dir", "output", "output_dir")
 @dataclass(frozen=True)
 class StageKind:
     """One stage kind. ``config``/``fn`` are ``module:attr`` paths; ``launchable`` kinds may run
-    under a multi-process launcher (accelerate, torchrun)."""
+    under a multi-process launcher (accelerate, torchrun); ``loads_model`` kinds run in a child
+    process under the ``local`` executor (see :mod:`micota.pipeline.executors`)."""
 
     name: str
     config: str
@@ -33,6 +34,7 @@ class StageKind:
     launchable: bool = False
     description: str = ""
     accepts_empty: bool = False  # runs even when an input stage produced nothing (report, stats)
+    loads_model: bool = True  # the local executor runs it in a child process (GPU memory freed after)
 
     def load(self) -> tuple[type[StageConfig], Callable[[Any], Any]]:
         return _import(self.config, self.name), _import(self.fn, self.name)
@@ -69,25 +71,25 @@ def register_stage_kind(kind: StageKind) -> StageKind:
 
 for _k in (
     StageKind("world", "micota.data.world:WorldConfig", "micota.data.world:build_world",
-              description="build the miniature world (problems, oracle traces, tokenizer, model configs)"),
+              description="build the miniature world (problems, oracle traces, tokenizer, model configs)", loads_model=False),
     StageKind("pretrain", "micota.data.world:PretrainConfig", "micota.data.world:pretrain_bases",
               description="train the System-1 base models of the miniature world on short traces"),
     StageKind("generate", "micota.generation.runner:GenerateConfig", "micota.generation.runner:generate",
               description="sample completions for a problem set"),
     StageKind("eval", "micota.eval:EvalConfig", "micota.eval:evaluate", description="generate + grade + summary"),
     StageKind("filter", "micota.filtering:FilterConfig", "micota.filtering:filter_samples",
-              description="samples -> SFT dataset (correct, under a length cap)"),
+              description="samples -> SFT dataset (correct, under a length cap)", loads_model=False),
     StageKind("mix", "micota.pipeline.mix:MixConfig", "micota.pipeline.mix:mix_datasets",
-              description="mix SFT datasets with given proportions (Mix distillation)"),
+              description="mix SFT datasets with given proportions (Mix distillation)", loads_model=False),
     StageKind("train", "micota.training:TrainConfig", "micota.training:train", launchable=True, description="SFT"),
     StageKind("merge", "micota.merging:MergeConfig", "micota.merging:merge", description="merge models"),
     StageKind("merge_search", "micota.pipeline.merge_search:MergeSearchConfig", "micota.pipeline.merge_search:merge_search",
               description="pick the merge weight whose traces hit a target length ratio"),
     StageKind("bpc", "micota.scoring.bpc:BpcConfig", "micota.scoring.bpc:compute_bpc", description="bits per character"),
     StageKind("stats", "micota.data.stats:StatsConfig", "micota.data.stats:dataset_stats", description="dataset statistics",
-              accepts_empty=True),
+              accepts_empty=True, loads_model=False),
     StageKind("report", "micota.report:ReportConfig", "micota.report:build_report", description="REPORT.md + results.json",
-              accepts_empty=True),
+              accepts_empty=True, loads_model=False),
 ):
     register_stage_kind(_k)
 
