@@ -99,7 +99,7 @@ def _rendered(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
+        return ",".join(str(v) for v in value) or "none"
     return str(value)
 
 
@@ -132,6 +132,7 @@ def _help(path: list[str], capsys) -> str:
 
 def test_help_of_every_command_shows_each_default(capsys):
     from micota.cli.eval import GradeConfig
+    from micota.data.decontaminate import DecontaminateConfig
     from micota.data.stats import StatsConfig
     from micota.data.world.build import WorldConfig
     from micota.data.world.pretrain import PretrainConfig
@@ -145,7 +146,7 @@ def test_help_of_every_command_shows_each_default(capsys):
 
     configs = {"eval": EvalConfig, "generate": GenerateConfig, "grade": GradeConfig, "train": TrainConfig,
                "filter": FilterConfig, "bpc": BpcConfig, "merge-search": MergeSearchConfig, "world build": WorldConfig,
-               "world pretrain": PretrainConfig}
+               "world pretrain": PretrainConfig, "decontaminate": DecontaminateConfig}
     renamed = {"use_chat_template": "--chat-template", "probe": "--problems"}
     # hand-written commands: option -> the default its help must show (from the config class, not the help)
     manual = {"merge": {f"--{k.replace('_', '-')}": MergeConfig.model_fields[k].default
