@@ -2,8 +2,12 @@
 
 :func:`generate` renders each problem with :mod:`micota.generation.prompts`, asks a backend for
 ``n`` completions per prompt, and appends :class:`micota.records.Sample` rows to
-``OUT/samples-NNNNN.jsonl`` (one new shard per run or resume) with a flush+fsync per batch.
-``manifest.json`` is written last. Key = ``(problem_id, sample_idx)``.
+``OUT/samples-NNNNN.jsonl`` (one new shard per run or resume) with a flush+fsync per batch: a
+batch is ``batch_size`` prompts given to ``backend.generate``, or, for a backend that streams
+(``generate_stream``, the server backend), the next ``batch_size`` prompts whose completions have
+arrived, so a server's queue never drains between batches. ``manifest.json`` is written last.
+Key = ``(problem_id, sample_idx)``. A backend built here is closed (engine shut down) when the
+stage ends.
 
 Resume: rows already in the shards are kept (a torn last line, left by a killed writer, is dropped
 and repaired) and only missing keys are generated, so a SIGKILL loses at most the batch in flight
@@ -14,24 +18,27 @@ shapes a completion (model, problems, sampling, prompt; not ``out``/``limit``/``
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import Field
 
 from micota.config import StageConfig
 from micota.data.benchmarks import load_problems
 from micota.errors import UserError
-from micota.generation.backends import GenerationBackend, SamplingParams, make_backend, prompt_token_ids
+from micota.generation.backends import Completion, GenerationBackend, SamplingParams, close_backend, make_backend, prompt_token_ids
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
+from micota.io import atomic_write_json, read_json
 from micota.manifest import MANIFEST, read_manifest, write_manifest
 from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 
 SHARD_GLOB = "samples-*.jsonl"
+RUN_CONFIG = ".run_config.json"  # the config of the run writing the shards (names changed keys on a mismatch)
 # fields that change how work is scheduled or where it goes, not what a completion is
-RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode"}
+RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
+            "server_url", "served_model_name", "concurrency", "request_timeout", "max_retries",
+            "gpu_memory_utilization", "max_model_len"}
 
 
 class GenerationOptions(StageConfig):
@@ -41,8 +48,9 @@ class GenerationOptions(StageConfig):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(1024, ge=1, description="Generation limit per completion; a completion cut here counts as wrong.")
-    seed: int = Field(0, description="Sampling seed.")
-    backend: str = Field("hf", description="Generation backend: hf, vllm (optional extra), or a registered one.")
+    seed: int = Field(0, description="Sampling seed; sampled completion k of a prompt uses sample_seed(seed, prompt, k).")
+    backend: str = Field("hf", description="Generation backend: hf, openai (OpenAI-compatible servers), "
+                         "vllm (optional extra), or a registered one.")
     batch_size: int = Field(8, ge=1, description="Prompts per batch (rows are flushed to disk per batch).")
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
     data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files "
@@ -58,6 +66,20 @@ class GenerationOptions(StageConfig):
     allow_pickle: bool = Field(False, description="Allow loading pickle (.bin/.pt) checkpoints: they can run code.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm backend).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM may use (vllm backend).")
+    max_model_len: int | None = Field(None, ge=1, description="Longest prompt + completion in tokens (vllm backend; default: the model's).")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Further vllm.LLM engine arguments, e.g. "
+                                      '{"enforce_eager": true, "enable_prefix_caching": true} (vllm backend).')
+    server_url: list[str] = Field(default_factory=list, description="OpenAI-compatible base URL(s) for backend openai, "
+                                  "e.g. http://127.0.0.1:8000/v1; repeat the flag for several servers (requests spread over them).",
+                                  json_schema_extra={"cli_repeat": True})
+    served_model_name: str | None = Field(None, description="Model name sent to the server (default: MODEL; MODEL still supplies the tokenizer).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once, over all servers (backend openai).")
+    request_timeout: float = Field(1800.0, gt=0, description="Seconds one request may take (backend openai).")
+    max_retries: int = Field(5, ge=0, description="Retries per request on connection errors, timeouts, 429 and 5xx (backend openai).")
+    server_prompt: Literal["auto", "text", "tokens"] = Field(
+        "auto", description="Send the rendered prompt as text, as token ids, or auto: token ids only where the "
+        "server's tokenization of the text would differ (backend openai).")
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -66,7 +88,12 @@ class GenerationOptions(StageConfig):
     def backend_opts(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"batch_size": self.batch_size}
         if self.backend == "vllm":
-            opts["tensor_parallel_size"] = self.tensor_parallel_size
+            opts.update(tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+                        max_model_len=self.max_model_len, engine_args=dict(self.vllm_args))
+        if self.backend == "openai":
+            opts.update(server_url=list(self.server_url), served_model_name=self.served_model_name,
+                        concurrency=self.concurrency, request_timeout=self.request_timeout,
+                        max_retries=self.max_retries, server_prompt=self.server_prompt)
         return opts
 
     def template_text(self) -> str | None:
@@ -104,7 +131,7 @@ def load_samples(out_dir: str | Path) -> list[Sample]:
     return read_jsonl_dir(out, Sample, pattern=SHARD_GLOB)
 
 
-def _check_existing(out: Path, chash: str) -> list[Sample]:
+def _check_existing(out: Path, chash: str, cfg: "GenerateConfig | None" = None) -> list[Sample]:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     if not out.is_dir():
@@ -112,13 +139,23 @@ def _check_existing(out: Path, chash: str) -> list[Sample]:
     man = read_manifest(out)
     if man is not None and man.get("stage") != "generate":
         raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
+    def changed(old_hash: str | None, stored: dict[str, Any] | None) -> str:
+        from micota.rerun import config_changes, describe_changes
+
+        new = cfg.model_dump(mode="json") if cfg is not None else {}
+        keys = config_changes(stored or {}, new, RUN_ONLY) if stored and new else []
+        return describe_changes(stored or {}, new, keys) if keys else f"{old_hash} != {chash}"
+
     if man is not None and man.get("sample_config_hash") != chash:
         raise UserError(f"{out}: finished with a different model/sampling/prompt config "
-                        f"({man.get('sample_config_hash')} != {chash}); choose another --out")
+                        f"({changed(man.get('sample_config_hash'), man.get('config'))}); "
+                        "pass --overwrite to replace it or choose another --out")
     existing = load_samples(out)
     for s in existing:
         if s.config_hash != chash:
-            raise UserError(f"{out}: holds samples from a different config ({s.config_hash} != {chash}); choose another --out")
+            stored = read_json(out / RUN_CONFIG) if (out / RUN_CONFIG).is_file() else None
+            raise UserError(f"{out}: holds unfinished samples from a different config ({changed(s.config_hash, stored)}); "
+                            "pass --overwrite to replace them or choose another --out")
     return existing
 
 
@@ -132,7 +169,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
     out = Path(cfg.out)
     chash = cfg.sample_config_hash()
-    existing = _check_existing(out, chash)
+    existing = _check_existing(out, chash, cfg)
     done = {s.key for s in existing}
     if len(done) != len(existing):
         raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
@@ -141,23 +178,13 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     written = 0
     if pending:
         be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
+        own = be is None  # built here: closed (engine shut down) when this stage ends
         be = be or build_backend(cfg, cfg.model)
-        tok = be.tokenizer
-        th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
-                               instruction=cfg.instruction, system=cfg.system)
-        if th is not None and th != th_now:
-            raise UserError(f"{out}: existing samples used another prompt template ({th} != {th_now}); choose another --out")
-        th = th_now
-        prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
-                                       use_chat_template=cfg.use_chat_template, template=template) for p in pending}
-        ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
-        pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob(SHARD_GLOB):
-            JsonlAppender(old).close()  # truncates a torn last line left by a killed run
-        (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
-        shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
-        written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard)
+        try:
+            th, written = _generate_pending(cfg, be, pending, done, th, chash, out, template, len(problems) * cfg.n)
+        finally:
+            if own:
+                close_backend(be)
     elif not out.is_dir():
         raise UserError(f"{cfg.problems}: no problems to generate")
     samples = load_samples(out)
@@ -177,19 +204,67 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     return out
 
 
+def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], done: set[tuple[str, int]],
+                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int) -> tuple[str, int]:
+    """Render the pending problems and write their samples into a new shard; (template hash, rows written)."""
+    tok = be.tokenizer
+    th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
+                           instruction=cfg.instruction, system=cfg.system)
+    if th is not None and th != th_now:
+        raise UserError(f"{out}: existing samples used another prompt template ({th} != {th_now}); choose another --out")
+    th = th_now
+    prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
+                                   use_chat_template=cfg.use_chat_template, template=template) for p in pending}
+    ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
+    pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(SHARD_GLOB):
+        JsonlAppender(old).close()  # truncates a torn last line left by a killed run
+    (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+    atomic_write_json(out / RUN_CONFIG, cfg.model_dump(mode="json"))
+    shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
+    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, n_wanted)
+
+
+def _results(be: GenerationBackend, batches: list[list[Problem]], prompts: dict[str, str],
+             params: SamplingParams) -> Iterator[list[tuple[Problem, list[Completion]]]]:
+    """Groups of (problem, completions) to write together: the backend's batches, or for a
+    streaming backend every ``batch_size`` prompts in the order their completions arrive."""
+    stream = getattr(be, "generate_stream", None)
+    if not callable(stream):
+        for batch in batches:
+            yield list(zip(batch, be.generate([prompts[p.id] for p in batch], params)))
+        return
+    flat = [p for b in batches for p in b]
+    size = max(len(b) for b in batches)
+    group: list[tuple[Problem, list[Completion]]] = []
+    try:
+        for i, comps in stream([prompts[p.id] for p in flat], params):
+            group.append((flat[i], comps))
+            if len(group) >= size:
+                yield group
+                group = []
+    except (Exception, KeyboardInterrupt):  # a dead server, Ctrl-C: what already arrived is still written
+        if group:
+            yield group
+        raise
+    if group:
+        yield group
+
+
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
-         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path) -> int:
-    from tqdm import tqdm
+         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path, n_wanted: int) -> int:
+    from micota.progress import progress_bar
 
     params = cfg.sampling_params()
     written = 0
-    with JsonlAppender(shard) as w, tqdm(total=len(pending) * cfg.n, desc=f"generate {Path(cfg.out).name}",
-                                          unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
-        for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start:start + cfg.batch_size]
-            outs = be.generate([prompts[p.id] for p in batch], params)
+    batches = [pending[i:i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
+    todo = sum((p.id, i) not in done for p in pending for i in range(cfg.n))
+    with JsonlAppender(shard) as w, progress_bar(n_wanted, desc=f"generate {Path(cfg.out).name}",
+                                                 done=n_wanted - todo) as bar:
+        for group in _results(be, batches, prompts, params):
             rows = []
-            for p, comps in zip(batch, outs):
+            for p, comps in group:
                 for idx, c in enumerate(comps[:cfg.n]):
                     if (p.id, idx) in done:
                         continue
@@ -199,5 +274,5 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
                         template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
                         reference=p.answer))
             written += w.write_batch(rows)
-            bar.update(len(batch) * cfg.n)
+            bar.update(len(rows))
     return written

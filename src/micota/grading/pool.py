@@ -59,8 +59,8 @@ def _worker_main(rfd: int, wfd: int) -> None:
         task_id, grader, completion, reference = msg
         try:
             res = grader(completion, reference)
-        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal
-            res = GradeResult(False, None, "parse_error")
+        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal, counted as an error
+            res = GradeResult(False, None, "error")
         outbox.send((task_id, res))
 
 
