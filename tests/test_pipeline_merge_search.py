@@ -118,7 +118,7 @@ def test_work_dirs_are_keyed_by_inputs_and_resume(tmp_path, two_tiny):
 def test_merge_search_cli_writes_table_plot_and_chosen_model(tmp_path, two_tiny, cli):
     base, ft, probe = two_tiny
     out = tmp_path / "ms"
-    r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--probe", str(probe),
+    r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--problems", str(probe),
             "--methods", "task_arithmetic,dare_ties", "--weights", "0.5,1.0", "--densities", "0.7", "--steps", "1",
             "--linear-reference-weights", "0.5", "--target-length-ratio", "0.5", "--max-new-tokens", "12", "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -157,6 +157,6 @@ def test_bad_search_input_is_one_line_exit_2(tmp_path, two_tiny, cli):
     for extra, word in ((["--densities", "1.5"], "densities"), (["--methods", "nope"], "unknown method"),
                         (["--select", "max-accuracy"], "max-length-ratio")):
         out = tmp_path / "bad"
-        r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--probe", str(probe), *extra, "--out", str(out))
+        r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--problems", str(probe), *extra, "--out", str(out))
         assert r.returncode == 2 and r.stderr.startswith("error: ") and word in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not out.exists()

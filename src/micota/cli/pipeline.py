@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     def run(
         pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (see recipes/).")],
         out: Annotated[Optional[Path], typer.Option("--out", help="Output root (default: the file's 'out:').")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, check every input file and optional extra, and print the plan on stdout "
+                                                            "(what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
         executor: Annotated[str, typer.Option("--executor", help="local (default: a child process per model stage), "
@@ -36,8 +37,10 @@ def register(app: typer.Typer) -> None:
                 raise UserError("--status and --cancel cannot be combined")
             typer.echo(pipeline_status(pipeline, out=out, vars=values) if status else cancel_pipeline(pipeline, out=out, vars=values))
             return
+        # the plan is the result of a dry run: stdout; during a run it is progress: stderr
+        echo = (lambda s: typer.echo(s)) if dry_run else (lambda s: typer.echo(s, err=True))
         plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
-                            vars=values)
+                            echo=echo, vars=values)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 
@@ -63,4 +66,5 @@ def register(app: typer.Typer) -> None:
     config_command(app, "merge-search", MergeSearchConfig, merge_search,
                    help="Accuracy × length Pareto search over merge methods, weights and densities on a dev split; "
                         "write the table, the Pareto plot and the chosen merged model.",
-                   on_result=lambda r: typer.echo(summary(r)))
+                   on_result=lambda r: typer.echo(summary(r)), flags={"probe": "problems"},
+                   rerun_ignore=("batch_size", "device", "tensor_parallel_size"))
