@@ -86,7 +86,7 @@ def test_show_and_bad_input(world, cli, tmp_path):
     assert "long:short =" in r.stdout and "\\boxed{" in r.stdout and "## hard" in r.stdout
     r = cli("world", "build", "--out", str(world), "--quick")  # the rerun rule: a different config is an error
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
-    assert "finished with a different config (--n-hard 12 → " in r.stderr and "pass --overwrite" in r.stderr
+    assert "finished with a different config (" in r.stderr and "--n-hard 12 → 60" in r.stderr and "pass --overwrite" in r.stderr
     r = cli("world", "build", "--out", str(tmp_path / "w2"), "--min-ops", "3", "--max-ops", "2")
     assert r.returncode == 2 and "min_ops" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "w2").exists()

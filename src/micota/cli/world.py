@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
     world_app = typer.Typer(help="The miniature world: arithmetic word problems, oracle teacher, tiny models.",
                             no_args_is_help=True)
-    config_command(world_app, "build", WorldConfig, build_world,
+    config_command(world_app, "build", WorldConfig, build_world, stage="world",
                    help="Build a world: problems (train, dev, test, hard), oracle traces, the bases' corpus, tokenizer, model configs.")
     config_command(world_app, "pretrain", PretrainConfig, pretrain_bases, positional=("world",),
                    help="Train the System-1 bases (student, TA) from random init on the world's corpus (reuses a shipped or cached set with the same key).")
