@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from micota.errors import UserError
+from micota.errors import UserError, os_error_line
 
 app = typer.Typer(
     name="micota",
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # read-only or full disk, a file where a directory belongs: one line, exit 2
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:  # click usage errors: one line, exit 2
         import click
 

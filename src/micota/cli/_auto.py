@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 
 from micota.config import StageConfig, load_config
 from micota.errors import UserError
+from micota.io import call_locked
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -118,7 +119,7 @@ def config_command(
         config_file = kwargs.pop("config_file", None)
         values = {k: converters[k](v) for k, v in kwargs.items() if v is not None}
         cfg = load_config(cls, config_file, **values)
-        result = fn(cfg)
+        result = call_locked(fn, cfg)  # one writer per output
         if on_result is not None:
             on_result(result)
         elif result is not None:

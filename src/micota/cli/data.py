@@ -51,7 +51,9 @@ def register(app: typer.Typer) -> None:
 
         lab = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
         cfg = load_config(StatsConfig, config_file, inputs=inputs, tokenizer=tokenizer, out=out, labels=lab)
-        result = dataset_stats(cfg)
+        from micota.io import call_locked
+
+        result = call_locked(dataset_stats, cfg)  # one writer per output
         if out is None and cfg.out is None:
             _print_json(result)
         else:

@@ -42,7 +42,9 @@ def _run(paths: list[str], base: Optional[str], finetuned: Optional[str], method
             cfg = from_mergekit_yaml(paths[0], out=paths[1], **options)
         else:
             cfg = MergeConfig.build({**data, **options, "out": paths[1]}, prefix=paths[0])
-    return merge(cfg)
+    from micota.io import call_locked
+
+    return call_locked(merge, cfg)  # one writer per output
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from micota.errors import EmptyInputError, UserError
-from micota.io import read_json
+from micota.errors import EmptyInputError, UserError, os_error_line
+from micota.io import call_locked, read_json
 from micota.manifest import write_empty_manifest
 
 
@@ -24,13 +24,16 @@ def main(argv: list[str]) -> int:
         cls, fn = kind.load()
         cfg = cls.build(read_json(argv[1]), prefix=argv[1])
         try:
-            fn(cfg)
+            call_locked(fn, cfg)
         except EmptyInputError as e:  # recorded, not fatal: the runner marks dependants empty
             if _is_rank0():
                 write_empty_manifest(getattr(cfg, kind.out_field()), stage=kind.name, config=cfg, reason=str(e))
             print(f"empty: {e}", file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only or full disk, a file where a directory belongs
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

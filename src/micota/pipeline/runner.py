@@ -7,6 +7,11 @@ the runner then records its state (``OUT/.pipeline/state/<instance>.json``) so t
 say why something re-runs. ``OUT/plan.json`` maps every instance to its directory. Outputs of
 ``report`` stages (REPORT.md, results.json, PNGs) are copied to ``OUT``.
 
+Safety: ``micota run`` holds the lock of ``OUT`` (:func:`micota.io.output_lock`) and each stage
+the lock of its own directory, so a second run on the same output fails at once naming the first;
+every stage directory must lie under ``OUT``; launcher arguments outside the launcher's own options
+need ``allow_launcher_args`` and ``module:function`` stage kinds need ``allow_plugins``.
+
 ``--only STAGE`` runs just that stage (its inputs must be complete); ``--from STAGE`` recomputes
 STAGE and everything downstream of it even if cached (other stages run only if missing).
 """
@@ -23,10 +28,11 @@ from pathlib import Path
 from typing import Callable
 
 from micota.errors import EmptyInputError, UserError
-from micota.io import atomic_write_bytes, atomic_write_json, to_jsonable
+from micota.io import atomic_write_bytes, atomic_write_json, call_locked, check_under, output_lock, to_jsonable
 from micota.manifest import empty_reason, is_complete, write_empty_manifest
 from micota.pipeline.planner import STATE_DIR, Instance, Plan, _state_path, make_plan, state_record
-from micota.pipeline.schema import LauncherSpec, load_pipeline
+from micota.pipeline.schema import LauncherSpec, check_launcher_args, load_pipeline
+from micota.pipeline.stages import plugins_allowed
 
 REPORT_FILES = ("REPORT.md", "results.json")
 
@@ -62,7 +68,7 @@ def _run_instance(plan: Plan, inst: Instance) -> None:
         inst.config = inst.config.model_copy(update={"resume": True})
     if inst.launcher is None or inst.launcher.type == "python":
         _, fn = inst.kind.load()
-        fn(inst.config)
+        call_locked(fn, inst.config)
         gc.collect()
         return
     cfg_path = plan.out / ".pipeline" / "configs" / f"{inst.name}.json"
@@ -99,12 +105,30 @@ def run_pipeline(
     dry_run: bool = False,
     from_stage: str | None = None,
     only: str | None = None,
+    allow_plugins: bool = False,
+    allow_launcher_args: bool = False,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> Plan:
     """Plan ``pipeline`` and run what is not cached. Returns the plan (statuses as planned)."""
     if from_stage and only:
         raise UserError("--from and --only cannot be combined")
-    plan = make_plan(load_pipeline(pipeline), out)
+    if allow_plugins and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # opted in: module:function kinds may live beside the recipe
+    with plugins_allowed(allow_plugins):
+        plan = make_plan(load_pipeline(pipeline), out)
+        if dry_run:
+            return _run_plan(plan, dry_run, from_stage, only, allow_launcher_args, echo)
+        with output_lock(plan.out):
+            return _run_plan(plan, dry_run, from_stage, only, allow_launcher_args, echo)
+
+
+def _run_plan(plan: Plan, dry_run: bool, from_stage: str | None, only: str | None,
+              allow_launcher_args: bool, echo: Callable[[str], None]) -> Plan:
+    for inst in plan.instances:
+        check_under(inst.dir, plan.out, what=f"stage {inst.name}: directory")
+        if inst.launcher is not None and not allow_launcher_args:
+            where = f"stages.{inst.stage.name}.launcher" if inst.stage.launcher else "launcher"
+            check_launcher_args(inst.launcher, where)
     forced: set[str] = set()
     selected = {i.name for i in plan.instances}
     if from_stage:
