@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from micota.errors import UserError
+from micota.finite import all_finite
 from micota.io import atomic_dir, atomic_write_json, sha256_file
 from micota.manifest import write_manifest
 from micota.merging.config import MergeConfig, parse_size
@@ -111,15 +112,7 @@ def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter,
             for k, v in ctx.stats.items()}
 
 
-_EXP = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
-        torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """No NaN/Inf: no element has an all-ones exponent (checked on the bits, chunk by chunk)."""
-    view, exp = _EXP[t.dtype]
-    flat = t.reshape(-1).view(view)
-    return not any(bool(((c & exp) == exp).any()) for c in flat.split(1 << 22))
+_all_finite = all_finite  # the shared NaN/Inf check (micota.finite), also used by bpc
 
 
 def _hash_inputs(plan: Plan) -> dict[str, Any]:

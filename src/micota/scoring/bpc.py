@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from micota.config import StageConfig
 from micota.errors import UserError
+from micota.finite import require_finite
 from micota.generation.prompts import render_prompt
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import write_manifest
@@ -82,13 +83,14 @@ def score_batch(model: Any, batch: list[Encoded], pad_id: int) -> list[float]:
     with torch.inference_mode():
         logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), **kwargs).logits
     logits = logits[:, -K:]  # kept index j is position L - K + j
-    out = []
+    losses = []
     for i, e in enumerate(batch):
         m = e.n_completion
         pred = logits[i, K - m - 1:K - 1].float()
         target = ids[i, L - m:].to(dev)
-        out.append(float(F.cross_entropy(pred, target, reduction="sum")) / LN2)
-    return out
+        losses.append(F.cross_entropy(pred, target, reduction="sum"))
+    require_finite(torch.stack(losses), "the scoring model's loss (NaN/Inf weights?)")  # never a NaN bpc
+    return [float(x) / LN2 for x in losses]
 
 
 def compute_bpc(cfg: BpcConfig) -> dict[str, Any]:
