@@ -7,7 +7,8 @@
   that looks complete is left behind. It never replaces an existing output unless ``overwrite``.
 - :func:`output_lock`: one writer per output. An advisory ``fcntl.flock`` on ``.NAME.lock`` beside
   the output, released by the OS when the holder dies (a killed run never blocks the next); a second
-  writer fails at once naming the holder's pid and command. Taking it sweeps the stale
+  writer fails at once naming the holder's pid and command; the holder removes the file when done
+  (a killed holder leaves it, unlocked, and the next writer reuses it). Taking it sweeps the stale
   ``.NAME.*.partial`` siblings a killed writer left. :func:`call_locked` runs a stage function under
   the lock of its config's output field; every stage entry (CLI, pipeline runner, launcher) uses it.
 - :func:`check_under`: a path a stage writes must lie under its output directory.
@@ -150,18 +151,7 @@ def output_lock(out: str | os.PathLike) -> Iterator[Path]:
         finally:
             _HELD[key][1] -= 1
         return
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-    except OSError as e:
-        raise UserError(f"{out}: cannot write the output here ({e.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        who = _holder(fd)
-        os.close(fd)
-        raise UserError(f"{out}: another micota process is writing this output ({who}); "
-                        "wait for it to finish or choose another output") from None
+    fd = _acquire(lock, out)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "cmd": " ".join(sys.argv)[:500]}).encode(), 0)
@@ -170,7 +160,33 @@ def output_lock(out: str | os.PathLike) -> Iterator[Path]:
         yield out
     finally:
         _HELD.pop(key, None)
-        os.close(fd)  # releases the flock; the file stays (removing it would race a new holder)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # removed while still locked: a waiter then sees a different file and retries
+        os.close(fd)  # releases the flock
+
+
+def _acquire(lock: Path, out: Path) -> int:
+    """Open and flock ``lock`` (non-blocking); retry if the file was replaced meanwhile."""
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as e:
+            raise UserError(f"{out}: cannot write the output here ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd)
+            os.close(fd)
+            raise UserError(f"{out}: another micota process is writing this output ({who}); "
+                            "wait for it to finish or choose another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed it as we opened it: lock the current file
 
 
 def stage_output(cfg: Any) -> Path | None:

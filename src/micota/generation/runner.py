@@ -31,7 +31,8 @@ from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 
 SHARD_GLOB = "samples-*.jsonl"
 # fields that change how work is scheduled or where it goes, not what a completion is
-RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode"}
+RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
+            "drop_long_prompts"}
 
 
 class GenerationOptions(StageConfig):
@@ -58,6 +59,8 @@ class GenerationOptions(StageConfig):
     allow_pickle: bool = Field(False, description="Allow loading pickle (.bin/.pt) checkpoints: they can run code.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm backend).")
+    drop_long_prompts: bool = Field(False, description="Skip (and count) problems whose prompt does not fit the "
+                                    "model's context; default: refuse them with an error.")
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -138,7 +141,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
     pending = [p for p in problems if any((p.id, i) not in done for i in range(cfg.n))]
     th = existing[0].template_hash if existing else None
-    written = 0
+    written = dropped_long = 0
     if pending:
         be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
         be = be or build_backend(cfg, cfg.model)
@@ -151,6 +154,17 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
                                        use_chat_template=cfg.use_chat_template, template=template) for p in pending}
         ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
+        ctx = context_length(be)
+        too_long = [p for p in pending if ctx is not None and ntok[p.id] >= ctx]
+        if too_long and not cfg.drop_long_prompts:
+            raise UserError(f"problem {too_long[0].id!r}: prompt of {ntok[too_long[0].id]:,} tokens does not fit the "
+                            f"model's context of {ctx:,} ({len(too_long)} such problems; --drop-long-prompts skips and counts them)")
+        dropped_long = len(too_long)
+        if too_long:
+            print(f"warning: skipping {dropped_long} problems whose prompt exceeds the {ctx:,}-token context", file=sys.stderr)
+            skip = {p.id for p in too_long}
+            pending = [p for p in pending if p.id not in skip]
+            problems = [p for p in problems if p.id not in skip]
         pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
         out.mkdir(parents=True, exist_ok=True)
         for old in out.glob(SHARD_GLOB):
@@ -170,11 +184,18 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         out, stage="generate", config=cfg, started_at=t0,
         inputs={"problems": cfg.problems if Path(cfg.problems).is_file() else None},
         counts={"problems": len(problems), "samples": len(samples), "generated_this_run": written,
+                "dropped_long_prompts": dropped_long,
                 "finish_stop": stop, "finish_length": len(samples) - stop},
         extra={"model": cfg.model, "backend": cfg.backend, "template_hash": th, "sample_config_hash": chash,
                "sampling": cfg.sampling_params().__dict__},
     )
     return out
+
+
+def context_length(be: GenerationBackend) -> int | None:
+    """The model's context in tokens (``max_position_embeddings``), if the backend has a model."""
+    n = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],

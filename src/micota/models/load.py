@@ -126,13 +126,13 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
                 return "truncated (no header length)"
             (n,) = struct.unpack("<Q", head)
             if n > min(size - 8, 100 << 20):
-                return f"corrupted header (header length {n}, file size {size})"
+                return f"corrupted or truncated safetensors header (header length {n}, file size {size})"
             header = json.loads(f.read(n))
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as e:
-        return f"corrupted header ({type(e).__name__})"
+        return f"corrupted safetensors header ({type(e).__name__})"
     if 8 + n + max(ends, default=0) != size:
-        return f"truncated or padded (expected {8 + n + max(ends, default=0)} bytes, found {size})"
+        return f"truncated or corrupted safetensors file (expected {8 + n + max(ends, default=0)} bytes, found {size})"
     return None
 
 
@@ -143,7 +143,7 @@ def _check_local_dir(path: Path, *, allow_pickle: bool) -> None:
     pickled = [p for pat in _PICKLE_WEIGHTS for p in path.glob(pat) if "training_args" not in p.name]
     for p in safe:  # a torn or corrupted file fails here, in one line, before any loader sees it
         if (why := safetensors_problem(p)) is not None:
-            raise UserError(f"{p}: corrupt safetensors file: {why}")
+            raise UserError(f"{p}: {why}")
     if safe:
         return
     if pickled:
