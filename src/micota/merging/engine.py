@@ -43,8 +43,6 @@ from micota.merging.tensorio import ShardedWriter
 TOKENIZER_FILES = ["tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
                    "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
                    "generation_config.json"]
-# Test hook: MICOTA_MERGE_FAIL_AFTER_BYTES=N makes the writer fail like a full disk after N bytes.
-FAIL_ENV = "MICOTA_MERGE_FAIL_AFTER_BYTES"
 
 
 def tensor_seed(seed: int, name: str, index: int) -> int:
@@ -168,7 +166,7 @@ def merge(cfg: MergeConfig) -> Path:
     try:
         with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
             specs = [(t.name, t.out, t.shape) for t in plan.tensors]
-            writer = ShardedWriter(tmp, specs, shard_size, fail_after_bytes=int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None)
+            writer = ShardedWriter(tmp, specs, shard_size)
             try:
                 _run(plan, cfg, writer, budget, threads, shared_gen, stats)
                 shards = writer.finish()
