@@ -28,6 +28,6 @@ class EmptyInputError(UserError):
 def os_error_line(e: OSError) -> str:
     """One line for an operating-system failure a user can cause or fix (read-only or full disk,
     a file where a directory belongs, no permission): ``PATH: reason``."""
-    where = e.filename if e.filename is not None else "output"
     reason = e.strerror or str(e) or type(e).__name__
-    return " ".join(f"{where}: {reason}".split())
+    text = f"{e.filename}: {reason}" if e.filename is not None else f"writing the output failed: {reason}"
+    return " ".join(text.split())
