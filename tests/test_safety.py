@@ -334,8 +334,8 @@ def test_templates_blocked_or_runaway_and_malformed_gguf(tmp_path, tiny_model_di
     runaway.write_text("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}x")
     t0 = time.monotonic()
     one_error(micota("generate", str(tiny_model_dir), "--problems", str(probs), "--out", str(tmp_path / "g"),
-                     "--template", str(runaway), cwd=tmp_path), "longer than")
-    assert time.monotonic() - t0 < 60
+                     "--template", str(runaway), cwd=tmp_path), "longer than 10s")
+    assert time.monotonic() - t0 < 300  # the render limit is 10 s; the rest is start-up on a loaded machine
     for name, data in (("trunc.gguf", b"GGUF\x03\x00\x00\x00"), ("random.gguf", os.urandom(4096)),
                        ("huge.gguf", b"GGUF\x03\x00\x00\x00" + (2**63 - 1).to_bytes(8, "little") * 2)):
         (tmp_path / name).write_bytes(data)
