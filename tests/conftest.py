@@ -87,3 +87,13 @@ def small_disk(tmp_path):
     yield make
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+QUICK_THREADS = os.environ.get("OMP_NUM_THREADS", "1")  # the same for every run of the quick recipe that is compared
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``micota demo --quick`` (the quick miniature recipe, local executor) run once for the session:
+    the demo test checks it, the Slurm test compares its results.json with a Slurm run's."""
+    out = tmp_path_factory.mktemp("demo-quick") / "demo"
+    return out, run_cli("demo", "--quick", "--out", str(out), env={"OMP_NUM_THREADS": QUICK_THREADS}, timeout=1800)

@@ -13,9 +13,8 @@ from test_pipeline_runner import check_report_traces
 VARIANTS = {"long", "ta_long", "mid", "short", "mix"}
 
 
-def test_quick_demo_runs_end_to_end_and_its_report_traces_to_stage_outputs(tmp_path, cli):
-    out = tmp_path / "demo"
-    r = cli("demo", "--quick", "--out", str(out), timeout=900)
+def test_quick_demo_runs_end_to_end_and_its_report_traces_to_stage_outputs(quick_demo, cli):
+    out, r = quick_demo
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| variant |" in r.stdout and "claim (i):" in r.stdout
     for f in ("REPORT.md", "results.json"):

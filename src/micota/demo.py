@@ -27,7 +27,8 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False) -> str:
     from micota.pipeline.runner import run_pipeline
     from micota.report.render import results_table
 
-    plan = run_pipeline(recipe_path(quick), out=out)
+    # in-process: on CPU a child per model stage only adds start-up time (BENCHMARKS.md, executors)
+    plan = run_pipeline(recipe_path(quick), out=out, executor="inprocess")
     res = plan.out / "results.json"
     if not res.is_file():
         raise UserError(f"{plan.out}: the pipeline finished without results.json (no report stage?)")

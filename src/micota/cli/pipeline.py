@@ -16,13 +16,25 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local (default: a child process per model stage), "
+                                              "inprocess (everything in this process) or slurm (one job per stage).")] = "local",
+        status: Annotated[bool, typer.Option("--status", help="Show every stage's output status and its latest Slurm job "
+                                             "(id, state, elapsed, log); run nothing.")] = False,
+        cancel: Annotated[bool, typer.Option("--cancel", help="Cancel this pipeline's queued and running Slurm jobs.")] = False,
         allow_plugins: Annotated[bool, typer.Option("--allow-plugins", help="Let stage kinds be module:function import paths (runs code the pipeline names).")] = False,
         allow_launcher_args: Annotated[bool, typer.Option("--allow-launcher-args", help="Pass launcher args that are not the launcher's own options (they can run any command).")] = False,
     ) -> None:
         """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
-        from micota.pipeline.runner import run_pipeline
+        from micota.pipeline.runner import cancel_pipeline, pipeline_status, run_pipeline
 
-        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only,
+        if status or cancel:
+            if status and cancel:
+                from micota.errors import UserError
+
+                raise UserError("--status and --cancel cannot be combined")
+            typer.echo(pipeline_status(pipeline, out=out) if status else cancel_pipeline(pipeline, out=out))
+            return
+        plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
                             allow_plugins=allow_plugins, allow_launcher_args=allow_launcher_args)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")

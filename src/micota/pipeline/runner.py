@@ -1,8 +1,9 @@
-"""Run a planned pipeline: skip cached stages, resume incomplete ones, run the rest in order.
+"""Run a planned pipeline: skip cached stages, resume incomplete ones, hand the rest to an executor.
 
-Each stage instance calls its kind's library function with its resolved config (in this process),
-or, for a launchable kind with a ``launcher`` (accelerate / torchrun), spawns
-``<launcher> -m micota.pipeline.exec KIND CONFIG.json``. A stage must leave a complete manifest;
+The executor (:mod:`micota.pipeline.executors`: ``local`` by default, ``inprocess``, ``slurm``)
+runs each stage instance through ``micota.pipeline.exec`` — in this process, in a child process
+(stages that load a model; ``<launcher> -m micota.pipeline.exec KIND CONFIG.json`` under
+accelerate / torchrun), or as a Slurm job. A stage must leave a complete manifest;
 the runner then records its state (``OUT/.pipeline/state/<instance>.json``) so the next plan can
 say why something re-runs. ``OUT/plan.json`` maps every instance to its directory. Outputs of
 ``report`` stages (REPORT.md, results.json, PNGs) are copied to ``OUT``.
@@ -18,20 +19,19 @@ STAGE and everything downstream of it even if cached (other stages run only if m
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from micota.errors import EmptyInputError, UserError
-from micota.io import atomic_write_bytes, atomic_write_json, call_locked, check_under, output_lock, to_jsonable
-from micota.manifest import empty_reason, is_complete, write_empty_manifest
+from micota.errors import UserError
+from micota.io import atomic_write_bytes, atomic_write_json, check_under, output_lock, to_jsonable
+from micota.manifest import is_complete
+from micota.pipeline.executors import get_executor, launcher_command
 from micota.pipeline.planner import STATE_DIR, Instance, Plan, _state_path, make_plan, state_record
-from micota.pipeline.schema import LauncherSpec, check_launcher_args, load_pipeline
+from micota.pipeline.schema import check_launcher_args, load_pipeline
 from micota.pipeline.stages import plugins_allowed
 
 REPORT_FILES = ("REPORT.md", "results.json")
@@ -43,40 +43,6 @@ def _downstream(plan: Plan, roots: list[Instance]) -> set[str]:
         if any(d in names for d in inst.deps):
             names.add(inst.name)
     return names
-
-
-def launcher_command(launcher: LauncherSpec, kind: str, config_path: Path) -> list[str]:
-    """The argv that runs one stage under ``launcher``."""
-    tail = ["-m", "micota.pipeline.exec", kind, str(config_path)]
-    if launcher.type == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launcher.num_processes}",
-                f"--nnodes={launcher.num_machines}", *launcher.args, *tail]
-    if launcher.type == "accelerate":
-        cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-        if launcher.config_file:
-            cmd += ["--config_file", launcher.config_file]
-        cmd += ["--num_processes", str(launcher.num_processes * launcher.num_machines),
-                "--num_machines", str(launcher.num_machines), *launcher.args, *tail]
-        return cmd
-    return [sys.executable, *tail]
-
-
-def _run_instance(plan: Plan, inst: Instance) -> None:
-    assert inst.kind is not None and inst.config is not None
-    # e.g. train: continue from checkpoints a killed run left beside its output (none: starts fresh)
-    if "resume" in type(inst.config).model_fields:
-        inst.config = inst.config.model_copy(update={"resume": True})
-    if inst.launcher is None or inst.launcher.type == "python":
-        _, fn = inst.kind.load()
-        call_locked(fn, inst.config)
-        gc.collect()
-        return
-    cfg_path = plan.out / ".pipeline" / "configs" / f"{inst.name}.json"
-    atomic_write_json(cfg_path, inst.config.model_dump(mode="json"))
-    cmd = launcher_command(inst.launcher, inst.stage.kind, cfg_path)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise UserError(f"stage {inst.name}: launcher exited with code {proc.returncode} ({' '.join(cmd[:4])} …)")
 
 
 def _write_plan(plan: Plan) -> None:
@@ -105,6 +71,7 @@ def run_pipeline(
     dry_run: bool = False,
     from_stage: str | None = None,
     only: str | None = None,
+    executor: str = "local",
     allow_plugins: bool = False,
     allow_launcher_args: bool = False,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
@@ -112,23 +79,23 @@ def run_pipeline(
     """Plan ``pipeline`` and run what is not cached. Returns the plan (statuses as planned)."""
     if from_stage and only:
         raise UserError("--from and --only cannot be combined")
+    get_executor(executor)  # an unknown name fails before anything is planned
     if allow_plugins and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # opted in: module:function kinds may live beside the recipe
     with plugins_allowed(allow_plugins):
         plan = make_plan(load_pipeline(pipeline), out)
+        for inst in plan.instances:
+            check_under(inst.dir, plan.out, what=f"stage {inst.name}: directory")
+            if inst.launcher is not None and not allow_launcher_args:
+                check_launcher_args(inst.launcher, f"stages.{inst.stage.name}.launcher" if inst.stage.launcher else "launcher")
         if dry_run:
-            return _run_plan(plan, dry_run, from_stage, only, allow_launcher_args, echo)
+            return _run_plan(plan, dry_run, from_stage, only, executor, echo)
         with output_lock(plan.out):
-            return _run_plan(plan, dry_run, from_stage, only, allow_launcher_args, echo)
+            return _run_plan(plan, dry_run, from_stage, only, executor, echo)
 
 
-def _run_plan(plan: Plan, dry_run: bool, from_stage: str | None, only: str | None,
-              allow_launcher_args: bool, echo: Callable[[str], None]) -> Plan:
-    for inst in plan.instances:
-        check_under(inst.dir, plan.out, what=f"stage {inst.name}: directory")
-        if inst.launcher is not None and not allow_launcher_args:
-            where = f"stages.{inst.stage.name}.launcher" if inst.stage.launcher else "launcher"
-            check_launcher_args(inst.launcher, where)
+def _run_plan(plan: Plan, dry_run: bool, from_stage: str | None, only: str | None, executor: str,
+              echo: Callable[[str], None]) -> Plan:
     forced: set[str] = set()
     selected = {i.name for i in plan.instances}
     if from_stage:
@@ -153,28 +120,44 @@ def _run_plan(plan: Plan, dry_run: bool, from_stage: str | None, only: str | Non
     plan.out.mkdir(parents=True, exist_ok=True)
     _write_plan(plan)
     todo = [i for i in plan.instances if i.name in selected and (i.status != "cached" or i.name in forced)]
-    for n, inst in enumerate(todo, 1):
+    for inst in todo:
         if inst.name in forced and inst.dir.exists():
             shutil.rmtree(inst.dir)
-        echo(f"[{n}/{len(todo)}] {inst.name} ({inst.stage.kind}): {inst.reason}")
-        t0 = time.time()
-        empty_dep = next((d for d in inst.deps if empty_reason(plan.get(d).dir)), None)
-        if empty_dep and not inst.kind.accepts_empty:
-            write_empty_manifest(inst.dir, stage=inst.stage.kind, config=inst.config, reason=f"input stage {empty_dep} is empty")
-            echo(f"[{n}/{len(todo)}] {inst.name} skipped: input stage {empty_dep} is empty")
-        else:
-            try:
-                _run_instance(plan, inst)
-            except EmptyInputError as e:  # one data variant came out empty: record it, go on with the rest
-                write_empty_manifest(inst.dir, stage=inst.stage.kind, config=inst.config, reason=str(e))
-                echo(f"[{n}/{len(todo)}] {inst.name} is empty: {e}")
+        # e.g. train: continue from checkpoints a killed run left beside its output (none: starts fresh)
+        if inst.config is not None and "resume" in type(inst.config).model_fields:
+            inst.config = inst.config.model_copy(update={"resume": True})
+    t0 = time.time()
+
+    def done(inst: Instance) -> None:
         if not is_complete(inst.dir):
             raise UserError(f"stage {inst.name} ({inst.stage.kind}) finished without a complete manifest in {inst.dir}")
         atomic_write_json(_state_path(plan.out, inst.name), to_jsonable(state_record(inst)))
-        echo(f"[{n}/{len(todo)}] {inst.name} done in {time.time() - t0:.1f}s")
+        echo(f"{inst.name} done ({time.time() - t0:.1f}s since start)")
+
+    if todo:
+        get_executor(executor).run(plan, todo, done, echo)
     for p in _publish_reports(plan):
         echo(f"wrote {p}")
     return plan
 
 
-__all__ = ["run_pipeline", "launcher_command", "STATE_DIR"]
+def pipeline_status(pipeline: str | os.PathLike, *, out: str | os.PathLike | None = None) -> str:
+    """``micota run --status``: each stage's output status and its latest Slurm job (id, state, elapsed, log)."""
+    from micota.pipeline.slurm import format_status, read_records, status_rows
+
+    plan = make_plan(load_pipeline(pipeline), out)
+    if not read_records(plan.out):  # never submitted to Slurm: the plan says it all
+        return plan.table()
+    return format_status(status_rows(plan))
+
+
+def cancel_pipeline(pipeline: str | os.PathLike, *, out: str | os.PathLike | None = None) -> str:
+    """``micota run --cancel``: cancel the pipeline's queued and running Slurm jobs."""
+    from micota.pipeline.slurm import cancel_jobs
+
+    plan = make_plan(load_pipeline(pipeline), out)
+    ids = cancel_jobs(plan)
+    return f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}"
+
+
+__all__ = ["run_pipeline", "pipeline_status", "cancel_pipeline", "launcher_command", "STATE_DIR"]

@@ -14,8 +14,10 @@
       student_eval:   {kind: eval, foreach: variants, inputs: {model: "${student_sft}"}}
 
 A stage has reserved keys ``kind``, ``inputs`` (config fields that reference other stages),
-``foreach`` (``variants``: one instance per variant, named ``stage.variant``), ``launcher`` and
-``after`` (extra ordering dependencies); every other key is a field of the kind's config class.
+``foreach`` (``variants``: one instance per variant, named ``stage.variant``), ``launcher``,
+``after`` (extra ordering dependencies) and ``resources`` (what a Slurm job of it asks for, with
+the top-level ``slurm:`` block: :mod:`micota.pipeline.resources`); every other key is a field of
+the kind's config class.
 ``stages`` may also be a list of mappings with a ``name`` key.
 
 References (resolved by :mod:`micota.pipeline.planner`):
@@ -44,8 +46,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from micota.config import format_validation_error, load_yaml
 from micota.errors import UserError
+from micota.pipeline.resources import Resources, SlurmSettings
 
-RESERVED = ("kind", "inputs", "foreach", "launcher", "after", "description", "name")
+RESERVED = ("kind", "inputs", "foreach", "launcher", "after", "description", "name", "resources")
 REF = re.compile(r"\$\{([^}]+)\}")
 NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,99}$")
 NAME_RULE = "letters, digits, '_', '-' or '.' (not leading, no '..'), at most 100 characters"
@@ -120,6 +123,7 @@ class StageSpec(BaseModel):
     launcher: LauncherSpec | None = None
     after: list[str] = Field(default_factory=list)
     description: str = ""
+    resources: Resources | None = None  # cluster request (``--executor slurm``; see pipeline.resources)
 
 
 class PipelineSpec(BaseModel):
@@ -131,6 +135,7 @@ class PipelineSpec(BaseModel):
     data: dict[str, str] = Field(default_factory=dict)
     variants: dict[str, str] = Field(default_factory=dict)
     launcher: LauncherSpec | None = None
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     stages: list[StageSpec]
     source: str | None = Field(None, exclude=True)
 

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import importlib
 import inspect
+import os
 import typing
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -30,20 +31,31 @@ ENTRY_POINT_GROUP = "micota.stage_kinds"
 _ALLOW_PLUGINS: contextvars.ContextVar[bool] = contextvars.ContextVar("micota_allow_plugins", default=False)
 
 
+PLUGINS_ENV = "MICOTA_ALLOW_PLUGINS"  # carries the user's --allow-plugins to stage child processes
+
+
 @contextlib.contextmanager
 def plugins_allowed(allow: bool = True) -> Iterator[None]:
-    """Within the body, a stage ``kind`` may be a ``module:function`` import path (user opt-in)."""
+    """Within the body, a stage ``kind`` may be a ``module:function`` import path (user opt-in);
+    child processes started meanwhile (stage executors) inherit the opt-in."""
     token = _ALLOW_PLUGINS.set(allow)
+    old = os.environ.pop(PLUGINS_ENV, None)
+    if allow:
+        os.environ[PLUGINS_ENV] = "1"
     try:
         yield
     finally:
         _ALLOW_PLUGINS.reset(token)
+        os.environ.pop(PLUGINS_ENV, None)
+        if old is not None:
+            os.environ[PLUGINS_ENV] = old
 
 
 @dataclass(frozen=True)
 class StageKind:
     """One stage kind. ``config``/``fn`` are ``module:attr`` paths; ``launchable`` kinds may run
-    under a multi-process launcher (accelerate, torchrun)."""
+    under a multi-process launcher (accelerate, torchrun); ``loads_model`` kinds run in a child
+    process under the ``local`` executor (see :mod:`micota.pipeline.executors`)."""
 
     name: str
     config: str
@@ -51,6 +63,7 @@ class StageKind:
     launchable: bool = False
     description: str = ""
     accepts_empty: bool = False  # runs even when an input stage produced nothing (report, stats)
+    loads_model: bool = True  # the local executor runs it in a child process (GPU memory freed after)
 
     def load(self) -> tuple[type[StageConfig], Callable[[Any], Any]]:
         return _import(self.config, self.name), _import(self.fn, self.name)
@@ -87,25 +100,25 @@ def register_stage_kind(kind: StageKind) -> StageKind:
 
 for _k in (
     StageKind("world", "micota.data.world:WorldConfig", "micota.data.world:build_world",
-              description="build the miniature world (problems, oracle traces, tokenizer, model configs)"),
+              description="build the miniature world (problems, oracle traces, tokenizer, model configs)", loads_model=False),
     StageKind("pretrain", "micota.data.world:PretrainConfig", "micota.data.world:pretrain_bases",
               description="train the System-1 base models of the miniature world on short traces"),
     StageKind("generate", "micota.generation.runner:GenerateConfig", "micota.generation.runner:generate",
               description="sample completions for a problem set"),
     StageKind("eval", "micota.eval:EvalConfig", "micota.eval:evaluate", description="generate + grade + summary"),
     StageKind("filter", "micota.filtering:FilterConfig", "micota.filtering:filter_samples",
-              description="samples -> SFT dataset (correct, under a length cap)"),
+              description="samples -> SFT dataset (correct, under a length cap)", loads_model=False),
     StageKind("mix", "micota.pipeline.mix:MixConfig", "micota.pipeline.mix:mix_datasets",
-              description="mix SFT datasets with given proportions (Mix distillation)"),
+              description="mix SFT datasets with given proportions (Mix distillation)", loads_model=False),
     StageKind("train", "micota.training:TrainConfig", "micota.training:train", launchable=True, description="SFT"),
     StageKind("merge", "micota.merging:MergeConfig", "micota.merging:merge", description="merge models"),
     StageKind("merge_search", "micota.pipeline.merge_search:MergeSearchConfig", "micota.pipeline.merge_search:merge_search",
               description="pick the merge weight whose traces hit a target length ratio"),
     StageKind("bpc", "micota.scoring.bpc:BpcConfig", "micota.scoring.bpc:compute_bpc", description="bits per character"),
     StageKind("stats", "micota.data.stats:StatsConfig", "micota.data.stats:dataset_stats", description="dataset statistics",
-              accepts_empty=True),
+              accepts_empty=True, loads_model=False),
     StageKind("report", "micota.report:ReportConfig", "micota.report:build_report", description="REPORT.md + results.json",
-              accepts_empty=True),
+              accepts_empty=True, loads_model=False),
 ):
     register_stage_kind(_k)
 
@@ -124,7 +137,7 @@ def get_stage_kind(name: str) -> StageKind:
         return STAGE_KINDS[name]
     target = _entry_point(name)
     if target is None and ":" in name:
-        if not _ALLOW_PLUGINS.get():
+        if not (_ALLOW_PLUGINS.get() or os.environ.get(PLUGINS_ENV) == "1"):
             raise UserError(f"stage kind {name!r} is an import path: a pipeline file may not load code "
                             "(pass --allow-plugins if you trust it, or install it as a micota.stage_kinds entry point)")
         target = name

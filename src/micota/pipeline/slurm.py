@@ -1,0 +1,350 @@
+"""``micota run --executor slurm``: every stage instance a Slurm job, dependencies as ``afterok``.
+
+For each stage to compute (planned as usual: cached stages are never submitted, incomplete ones
+resume) the executor writes a batch script ``OUT/.pipeline/slurm/<instance>.sbatch`` and submits it
+with ``sbatch --parsable``: resources from the stage's ``resources:`` over the pipeline's ``slurm:``
+block (:mod:`micota.pipeline.resources`), ``--dependency=afterok:<jobs of the stages it reads>``
+and ``--kill-on-invalid-dep=yes``, so independent stages (the ``foreach`` variants) queue and run
+side by side. The job runs ``python -m micota.pipeline.exec KIND CONFIG.json`` with this Python and
+this working directory; a multi-node stage (``nodes > 1``) runs ``srun`` with one ``torchrun`` /
+``accelerate launch`` per node, the rendezvous address being the allocation's first node. Logs:
+``OUT/.pipeline/logs/<instance>-<jobid>.log``. Submissions are appended to
+``OUT/.pipeline/slurm/jobs.jsonl``; a rerun reuses a job still queued or running for the same
+stage key instead of submitting it twice.
+
+Time limits and preemption: jobs are ``--requeue``-able and get ``SIGUSR1`` ``requeue_before_s``
+before their limit, on which the script runs ``scontrol requeue``; the requeued job starts over
+and the stage resumes from what it wrote.
+
+``micota run`` waits for its jobs (polling ``squeue``; ``sacct`` for jobs ``squeue`` has forgotten),
+printing state changes; a failed job cancels its dependants and ends the run with one line naming
+the stage, the job and its log. ``--status`` and ``--cancel`` read the job records. We call the
+Slurm commands through this small typed wrapper rather than submitit: see docs/design/slurm.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from micota.errors import UserError
+from micota.manifest import is_complete
+from micota.pipeline.executors import LOG_DIR, Done, Echo, inputs_args, launcher_command, write_config
+from micota.pipeline.planner import Instance, Plan
+from micota.pipeline.resources import Resources
+from micota.pipeline.schema import LauncherSpec
+
+JOBS_DIR = ".pipeline/slurm"
+LIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                  "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED", "PREEMPTED"})
+RDZV_PORT = 29500
+
+
+# ----------------------------------------------------------------------------- the typed wrapper
+@dataclass
+class JobState:
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ... or UNKNOWN
+    elapsed: str = ""
+    reason: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+
+class Slurm:
+    """``sbatch``/``squeue``/``sacct``/``scancel`` as typed calls; errors become one-line UserErrors."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = env
+
+    def _call(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+        if shutil.which(argv[0]) is None:
+            raise UserError(f"--executor slurm: {argv[0]} not found on PATH (run on a Slurm login node)")
+        r = subprocess.run(argv, capture_output=True, text=True, env=self.env)
+        if check and r.returncode != 0:
+            msg = (r.stderr.strip() or r.stdout.strip()).splitlines()
+            raise UserError(f"{argv[0]} failed (exit {r.returncode}): {msg[-1] if msg else ''}")
+        return r
+
+    def submit(self, script: Path, args: list[str] = ()) -> str:
+        out = self._call(["sbatch", "--parsable", *args, str(script)]).stdout.strip()
+        return out.split(";")[0]  # "<id>" or "<id>;<cluster>"
+
+    def states(self, ids: list[str]) -> dict[str, JobState]:
+        """Current state of each job id (``UNKNOWN`` when neither squeue nor sacct knows it)."""
+        got: dict[str, JobState] = {}
+        if not ids:
+            return got
+        r = self._call(["squeue", "-h", "--states=all", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"], check=False)
+        if r.returncode == 0:
+            for line in r.stdout.splitlines():
+                parts = line.strip().split("|")
+                if len(parts) == 4 and parts[0] in ids:
+                    got[parts[0]] = JobState(parts[0], parts[1], parts[2], parts[3])
+        elif len(ids) > 1:  # one purged id makes squeue refuse the whole list: ask one by one
+            for i in ids:
+                got.update(self.states([i]))
+            return got
+        missing = [i for i in ids if i not in got]
+        if missing:
+            r = self._call(["sacct", "-n", "-P", "-X", "-j", ",".join(missing), "-o", "JobID,State,Elapsed"], check=False)
+            if r.returncode == 0:
+                for line in r.stdout.splitlines():
+                    parts = line.strip().split("|")
+                    if len(parts) == 3 and parts[0] in missing:
+                        got[parts[0]] = JobState(parts[0], parts[1].split()[0], parts[2])
+        for i in ids:
+            got.setdefault(i, JobState(i, "UNKNOWN"))
+        return got
+
+    def queue(self, ids: list[str]) -> list[JobState]:
+        return [s for s in self.states(ids).values() if s.live]
+
+    def cancel(self, ids: list[str]) -> None:
+        if ids:
+            self._call(["scancel", *ids], check=False)
+
+
+# ----------------------------------------------------------------------------- job records
+def _records_path(out: Path) -> Path:
+    return out / JOBS_DIR / "jobs.jsonl"
+
+
+def read_records(out: Path) -> dict[str, dict]:
+    """Latest submission per stage instance (``OUT/.pipeline/slurm/jobs.jsonl``)."""
+    latest: dict[str, dict] = {}
+    p = _records_path(out)
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line from a killed submitter
+                continue
+            latest[rec["instance"]] = rec
+    return latest
+
+
+def _append_record(out: Path, rec: dict) -> None:
+    p = _records_path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def job_log(out: Path, name: str, job_id: str) -> Path:
+    return out / LOG_DIR / f"{name}-{job_id}.log"
+
+
+# ----------------------------------------------------------------------------- batch scripts
+def sbatch_options(res: Resources, *, name: str, log: str, deps: list[str], requeue: bool, requeue_before_s: int) -> list[str]:
+    """``#SBATCH`` options of one stage's job."""
+    opts = [f"--job-name={name}", f"--output={log}", "--open-mode=append", f"--chdir={os.getcwd()}",
+            f"--nodes={res.nodes}", "--ntasks-per-node=1", f"--cpus-per-task={res.cpus_per_task}"]
+    if res.gpus_per_node:
+        opts.append(f"--gpus-per-node={res.gpus_per_node}")
+    for field, flag in (("mem", "mem"), ("time", "time"), ("partition", "partition"), ("account", "account"), ("qos", "qos")):
+        v = getattr(res, field)
+        if v is not None:
+            opts.append(f"--{flag}={v}")
+    if deps:
+        opts += [f"--dependency=afterok:{':'.join(deps)}", "--kill-on-invalid-dep=yes"]
+    if requeue:
+        opts += ["--requeue", f"--signal=B:USR1@{requeue_before_s}"]
+    return opts + list(res.extra or [])
+
+
+def stage_argv(plan: Plan, inst: Instance, res: Resources) -> tuple[list[str], bool]:
+    """The command of one job and whether it must be started through ``srun`` (one launcher per node)."""
+    cfg = write_config(plan, inst)
+    launcher = inst.launcher or LauncherSpec()
+    tail = ["-m", "micota.pipeline.exec", inst.stage.kind, str(cfg), *inputs_args(plan, inst)]
+    if (res.nodes or 1) <= 1:
+        return launcher_command(launcher, inst.stage.kind, cfg) + inputs_args(plan, inst), False
+    per_node = launcher.num_processes
+    if launcher.type == "accelerate":
+        cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+        if launcher.config_file:
+            cmd += ["--config_file", launcher.config_file]
+        cmd += ["--num_processes", "$((SLURM_JOB_NUM_NODES * %d))" % per_node, "--num_machines", "$SLURM_JOB_NUM_NODES",
+                "--machine_rank", "$SLURM_NODEID", "--main_process_ip", "$MASTER_ADDR",
+                "--main_process_port", "$MASTER_PORT", *launcher.args]
+        return cmd + tail, True
+    if launcher.type == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=$SLURM_JOB_NUM_NODES",
+                f"--nproc_per_node={per_node}", "--rdzv_backend=c10d", "--rdzv_endpoint=$MASTER_ADDR:$MASTER_PORT",
+                "--rdzv_id=$SLURM_JOB_ID", *launcher.args] + tail, True
+    raise UserError(f"stages.{inst.stage.name}.resources.nodes: {res.nodes} nodes need a launcher "
+                    "(launcher: {type: torchrun} or {type: accelerate}) to start one process group per node")
+
+
+def _q(arg: str) -> str:
+    """Quote for bash, keeping ``$VAR``/``$((..))`` expansions of the per-node launcher arguments."""
+    return f'"{arg}"' if "$" in arg and not any(c in arg for c in '"`\\') else shlex.quote(arg)
+
+
+def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str]) -> str:
+    argv, multinode = stage_argv(plan, inst, res)
+    lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts),
+             f"# micota stage {inst.name} ({inst.stage.kind}), key {inst.key}",
+             'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
+             'echo "micota: job $SLURM_JOB_ID on $(hostname) (restart ${SLURM_RESTART_COUNT:-0})"',
+             '_requeue() { echo "micota: time limit or preemption near: requeueing job $SLURM_JOB_ID"; '
+             'scontrol requeue "$SLURM_JOB_ID"; }',
+             "trap _requeue USR1"]
+    cmd = " ".join(_q(a) for a in argv)
+    if multinode:
+        lines += ['export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+                  f"export MASTER_PORT={RDZV_PORT}",
+                  # single quotes: $SLURM_NODEID must expand on each node, not here
+                  f"srun --nodes=$SLURM_JOB_NUM_NODES --ntasks-per-node=1 bash -c {shlex.quote(cmd)} &"]
+    else:
+        lines.append(f"{cmd} &")
+    # the stage runs in the background so that the USR1 trap fires while it runs
+    lines += ["child=$!", "wait $child; rc=$?",
+              "while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done", "exit $rc", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the executor
+class SlurmExecutor:
+    def __init__(self, slurm: Slurm | None = None):
+        self.slurm = slurm or Slurm()
+
+    def _submit(self, plan: Plan, inst: Instance, deps: list[str]) -> str:
+        settings = plan.spec.slurm
+        res = settings.resolve(inst.stage.kind, inst.stage.resources)
+        logs = plan.out / LOG_DIR
+        logs.mkdir(parents=True, exist_ok=True)
+        opts = sbatch_options(res, name=f"{plan.spec.name}:{inst.name}"[:120], log=str(logs / f"{inst.name}-%j.log"),
+                              deps=deps, requeue=settings.requeue, requeue_before_s=settings.requeue_before_s)
+        script = plan.out / JOBS_DIR / f"{inst.name}.sbatch"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(batch_script(plan, inst, res, opts))
+        job = self.slurm.submit(script)
+        _append_record(plan.out, {"instance": inst.name, "key": inst.key, "job_id": job, "dir": inst.dir.name,
+                                  "log": str(job_log(plan.out, inst.name, job)), "submitted": time.time()})
+        return job
+
+    def run(self, plan: Plan, todo: list[Instance], done: Done, echo: Echo) -> None:
+        for kind in plan.spec.slurm.defaults:
+            from micota.pipeline.stages import get_stage_kind
+
+            get_stage_kind(kind)  # slurm.defaults names a real kind
+        records = read_records(plan.out)
+        keys = {i.name: i.key for i in plan.instances}
+        old = {n: r["job_id"] for n, r in records.items() if r.get("key") == keys.get(n)}
+        live_old = {j for j, s in self.slurm.states(sorted(set(old.values()))).items() if s.live}
+        jobs: dict[str, str] = {}
+        for inst in todo:
+            deps = [jobs[d] for d in inst.deps if d in jobs]
+            if old.get(inst.name) in live_old:
+                jobs[inst.name] = old[inst.name]
+                echo(f"[slurm] {inst.name}: job {jobs[inst.name]} is still queued or running (not resubmitted)")
+                continue
+            jobs[inst.name] = self._submit(plan, inst, deps)
+            echo(f"[slurm] {inst.name} ({inst.stage.kind}): submitted job {jobs[inst.name]}"
+                 f"{' after ' + ','.join(deps) if deps else ''}")
+        self._wait(plan, todo, jobs, done, echo)
+
+    def _wait(self, plan: Plan, todo: list[Instance], jobs: dict[str, str], done: Done, echo: Echo) -> None:
+        pending = {i.name: i for i in todo}
+        seen: dict[str, str] = {}
+        failed: list[str] = []
+        try:
+            while pending:
+                states = self.slurm.states([jobs[n] for n in pending])
+                for name in list(pending):
+                    if name not in pending:  # cancelled above, with a failed input
+                        continue
+                    inst, st = pending[name], states[jobs[name]]
+                    if seen.get(name) != st.state:
+                        seen[name] = st.state
+                        echo(f"[slurm] {name}: job {jobs[name]} {st.state}"
+                             f"{' (' + st.reason + ')' if st.reason not in ('', 'None') else ''}")
+                    if st.live:
+                        continue
+                    del pending[name]
+                    if st.state == "COMPLETED" and is_complete(inst.dir):
+                        done(inst)
+                        continue
+                    if st.state == "UNKNOWN" and is_complete(inst.dir):  # purged from the queue's memory
+                        done(inst)
+                        continue
+                    log = job_log(plan.out, name, jobs[name])
+                    failed.append(f"stage {name} ({inst.stage.kind}) job {jobs[name]} {st.state}; log: {log}")
+                    stop = [n for n in pending if n in _downstream_of(plan, name)]
+                    self.slurm.cancel([jobs[n] for n in stop])
+                    for n in stop:
+                        del pending[n]
+                        echo(f"[slurm] {n}: cancelled (input stage {name} failed)")
+                if pending:
+                    time.sleep(plan.spec.slurm.poll_s)
+        except KeyboardInterrupt:
+            echo(f"[slurm] stopped waiting; the jobs stay queued. Follow them with: micota run {plan.spec.source} "
+                 f"--out {plan.out} --status (or --cancel)")
+            raise
+        if failed:
+            more = f" (and {len(failed) - 1} more failed: see --status)" if len(failed) > 1 else ""
+            raise UserError(failed[0] + more)
+
+
+def _downstream_of(plan: Plan, name: str) -> set[str]:
+    down = {name}
+    for inst in plan.instances:
+        if any(d in down for d in inst.deps):
+            down.add(inst.name)
+    return down - {name}
+
+
+# ----------------------------------------------------------------------------- --status / --cancel
+def status_rows(plan: Plan, slurm: Slurm | None = None) -> list[dict]:
+    """One row per stage instance: plan status, and its latest job's id, state, elapsed time and log."""
+    slurm = slurm or Slurm()
+    records = read_records(plan.out)
+    keys = {i.name: i.key for i in plan.instances}
+    current = {n: r for n, r in records.items() if r.get("key") == keys.get(n)}
+    states = slurm.states(sorted({r["job_id"] for r in current.values()})) if current else {}
+    rows = []
+    for inst in plan.instances:
+        rec = current.get(inst.name)
+        st = states.get(rec["job_id"]) if rec else None
+        rows.append({"stage": inst.name, "status": inst.status, "job": rec["job_id"] if rec else "",
+                     "state": st.state if st else "", "elapsed": st.elapsed if st else "",
+                     "log": rec["log"] if rec else ""})
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    w = max(len(r["stage"]) for r in rows)
+    lines = [f"{'stage':<{w}}  {'output':<6}  {'job':>8}  {'state':<11}  {'elapsed':>10}  log", "-" * (w + 60)]
+    for r in rows:
+        lines.append(f"{r['stage']:<{w}}  {r['status']:<6}  {r['job']:>8}  {r['state']:<11}  {r['elapsed']:>10}  {r['log']}")
+    bad = [r for r in rows if r["state"] in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                                             "DEADLINE") and r["status"] != "cached"]
+    for r in bad:
+        lines.append(f"failed: {r['stage']} (job {r['job']}, {r['state']}); log: {r['log']}")
+    return "\n".join(lines)
+
+
+def cancel_jobs(plan: Plan, slurm: Slurm | None = None) -> list[str]:
+    """Cancel every queued or running job of this pipeline's output directory; returns their ids."""
+    slurm = slurm or Slurm()
+    ids = sorted({r["job_id"] for r in read_records(plan.out).values()})
+    live = [j for j, s in slurm.states(ids).items() if s.live]
+    slurm.cancel(live)
+    return live
+
+
+__all__ = ["Slurm", "JobState", "SlurmExecutor", "status_rows", "format_status", "cancel_jobs", "read_records",
+           "batch_script", "sbatch_options"]
