@@ -47,7 +47,7 @@ def main() -> None:
     score_batch(model, enc[:2], pad)  # warm-up
 
     t = time.perf_counter()
-    loop = [score_batch(model, [e], pad)[0] for e in enc]
+    loop = [score_batch(model, [e], pad)[0].nll_bits for e in enc]
     t_loop = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -56,7 +56,7 @@ def main() -> None:
     for s in range(0, len(order), args.batch_size):
         idx = order[s:s + args.batch_size]
         for i, b in zip(idx, score_batch(model, [enc[i] for i in idx], pad)):
-            batched[i] = b
+            batched[i] = b.nll_bits
     t_batch = time.perf_counter() - t
 
     chars = [len(r["solution"]) for r in rows]

@@ -54,4 +54,7 @@ def test_resume_and_regrade_through_cli(eval_dir, cli, data_dir):
     r = cli("grade", str(eval_dir), "--mode", "default")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| gsm8k | default | 20 |" in r.stdout
-    assert json.loads((eval_dir / "summary.json").read_text())["benchmarks"][0]["grade_mode"] == "default"
+    # the regrade lands in grades/default/; the eval's own summary keeps its gsm8k grading
+    assert json.loads((eval_dir / "grades" / "default" / "summary.json").read_text())["benchmarks"][0]["grade_mode"] == "default"
+    assert json.loads((eval_dir / "summary.json").read_text())["benchmarks"][0]["grade_mode"] == "gsm8k"
+    assert "| gsm8k | 20×1 |" in (eval_dir / "grades" / "COMPARISON.md").read_text()

@@ -67,7 +67,7 @@ CASES = [
     ("so \\boxed{69}", "$69$,$84$", "default", False, "mismatch", "69"),
     ("so \\boxed{(2,7,13), (1,8,19)}", "$(1,8,19), (2,7,13)$", "default", True, "match", "(2,7,13), (1,8,19)"),
     ("so \\boxed{2125}", "2,125", "gsm8k", True, "match", "2125"),  # GSM8K separators
-    ("so \\boxed{\\$2,125.00}", "2,125", "gsm8k", True, "match", "2125.00"),
+    ("so \\boxed{\\$2,125.00}", "2,125", "gsm8k", True, "match", "\\$2,125.00"),
     # edge cases: no box, empty box, earlier box, \fbox, nested braces
     ("the answer is 5", "5", "default", False, "no_answer", None),
     ("the answer is \\boxed{}", "5", "default", False, "empty_box", ""),
@@ -83,10 +83,23 @@ CASES = [
     ("She pays 3 + 4 = 7 dollars. Answer: 7", "7", "gsm8k", True, "match", "7"),
     ("The total is $1,234.", "1234", "gsm8k", True, "match", "1234"),
     ("We get 7, then \\boxed{8}, then 7", "7", "gsm8k", False, "mismatch", "8"),
-    ("\\boxed{18 \\text{ dollars}}", "18", "gsm8k", True, "match", "18"),
+    ("\\boxed{18 \\text{ dollars}}", "18", "gsm8k", True, "match", "18 \\text{ dollars}"),
     ("no numbers here", "18", "gsm8k", False, "no_answer", None),
     ("\\boxed{}", "18", "gsm8k", False, "empty_box", ""),
-    ("\\boxed{x}", "18", "gsm8k", False, "no_answer", "x"),
+    ("\\boxed{x}", "18", "gsm8k", False, "mismatch", "x"),
+    # gsm8k compares the WHOLE box (issue 11): the last number inside it is not the answer
+    ("\\boxed{\\frac{1}{4}}", "4", "gsm8k", False, "mismatch", "\\frac{1}{4}"),
+    ("\\boxed{2^{10}}", "10", "gsm8k", False, "mismatch", "2^{10}"),
+    ("\\boxed{3 + 4 = 7}", "7", "gsm8k", False, "mismatch", "3 + 4 = 7"),
+    ("\\boxed{\\frac{1}{4}}", "0.25", "gsm8k", True, "match", "\\frac{1}{4}"),
+    ("\\boxed{-\\dfrac{3}{2}}", "-1.5", "gsm8k", True, "match", "-\\dfrac{3}{2}"),
+    ("\\boxed{1/4}", "0.25", "gsm8k", True, "match", "1/4"),
+    ("\\boxed{25\\%}", "25", "gsm8k", True, "match", "25\\%"),
+    ("\\boxed{18.}", "18", "gsm8k", True, "match", "18."),
+    ("\\boxed{1{,}000}", "1000", "gsm8k", True, "match", "1{,}000"),
+    # grader failures are reason "error" (counted by eval), not a silent "wrong"
+    ("\\boxed{5}", "no number", "gsm8k", False, "error", None),
+    ("\\boxed{5}", "", "default", False, "error", "5"),
 ]
 
 

@@ -22,6 +22,18 @@ def test_paper_recipe_dry_run_validates_offline(size, cli, tmp_path):
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
 
 
+@pytest.mark.parametrize("size", ["1.5b", "3b", "7b"])
+def test_paper_recipes_sample_r1_models_as_recommended_and_decontaminate_first(size):
+    import yaml
+
+    st = yaml.safe_load((REPO / f"recipes/paper/qwen2.5-{size}.yaml").read_text())["stages"]
+    for name in ("teacher_gen", "ta_long_gen", "mid_gen"):  # the R1-Distill teacher and the TA trained on its traces
+        assert (st[name]["temperature"], st[name]["top_p"]) == (0.6, 0.95), name
+        assert st[name]["inputs"]["problems"] == "${train_problems}"
+    assert st["train_problems"]["kind"] == "decontaminate" and st["train_problems"]["ngram"] == 8
+    assert set(st["train_problems"]["against"]) >= {"aime24", "amc23", "olympiadbench", "math500", "gsm8k"}
+
+
 def test_launcher_commands(tmp_path):
     cfg = tmp_path / "c.json"
     acc = launcher_command(LauncherSpec(type="accelerate", config_file="z3.yaml", num_processes=8), "train", cfg)

@@ -396,7 +396,7 @@ def test_grader_workers_die_with_their_parent_and_respect_limits(tmp_path):
         grade_batch([("HANG", "1"), ("HANG", "1")], "hang", workers=2, timeout=600)
     """)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(tmp_path)])})
-    assert parent.stdout.readline().strip() == "parse_error"  # MemoryError under RLIMIT_AS: wrong, not fatal
+    assert parent.stdout.readline().strip() == "error"  # MemoryError under RLIMIT_AS: wrong, not fatal
     first_worker = int(parent.stdout.readline().split()[0])
     time.sleep(3)  # both workers are now spinning on HANG
     workers = [int(p) for p in subprocess.run(["pgrep", "-f", "micota.grading.pool import _worker_main"], capture_output=True,

@@ -92,6 +92,8 @@ class BpcRecord(Record):
     nll_bits: float
     bpc: float
     bpt: float
+    mean_rank: float | None = None  # with --metrics rsr
+    rsr: float | None = None
 
 
 class BenchmarkSummary(BaseModel):
@@ -106,6 +108,18 @@ class BenchmarkSummary(BaseModel):
     mean_completion_tokens: float
     median_completion_tokens: float
     truncation_rate: float
+    # filled by micota eval since issue 11/13 (optional so older summaries still load)
+    ci_method: str | None = None  # "wilson" (n = 1 per problem, or a degenerate bootstrap) or "bootstrap"
+    pass_at_k_ci95: tuple[float, float] | None = None
+    maj_at_k: float | None = None
+    maj_at_k_ci95: tuple[float, float] | None = None
+    no_answer_rate: float | None = None
+    grader_errors: int = 0
+    grader_error_rate: float | None = None
+    reasons: dict[str, int] = Field(default_factory=dict)
+    efficiency: dict[str, Any] = Field(default_factory=dict)
+    problems_file: dict[str, Any] = Field(default_factory=dict)  # {"path", "sha256"}
+    warnings: list[str] = Field(default_factory=list)
 
 
 class EvalSummary(BaseModel):

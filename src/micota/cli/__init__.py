@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "micota.cli.models",
     "micota.cli.eval",
     "micota.cli.data",
+    "micota.cli.decontaminate",
     "micota.cli.merge",
     "micota.cli.train",
     "micota.cli.world",

@@ -7,7 +7,8 @@ for the file in, in order: the ``data_dir`` argument, ``$MICOTA_DATA_DIR``, and
 file exists is the hub tried (``datasets``, imported lazily); offline that is a :class:`UserError`
 naming the missing file and the environment variable.
 
-Register more with :func:`register_benchmark`.
+Register more with :func:`register_benchmark`. ``BenchmarkSpec.grade_mode`` is THE benchmark →
+grading-mode table: eval, filter and report all read it through :func:`grade_mode_for`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def get_spec(name: str) -> BenchmarkSpec:
     return BENCHMARKS[name]
 
 
+def grade_mode_for(source: str | None) -> str:
+    """The grading mode of benchmark ``source`` (``default`` for anything not registered)."""
+    spec = BENCHMARKS.get(source or "")
+    return spec.grade_mode if spec is not None else "default"
+
+
 def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Candidate local directories, in search order."""
     dirs = [Path(data_dir)] if data_dir else []
@@ -115,24 +122,45 @@ def _from_hub(spec: BenchmarkSpec, searched: list[Path]) -> list[Problem]:
     return out
 
 
+def benchmark_path(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The local JSONL file benchmark ``name`` is read from, or None (then it comes from the hub)."""
+    spec = get_spec(name)
+    path = next((d / spec.filename for d in data_dirs(data_dir) if (d / spec.filename).is_file()), None)
+    if data_dir and path is None and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir}: no such directory")
+    return path
+
+
+def problems_source(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> dict[str, str | None]:
+    """Where a benchmark/problems file came from: ``{"path", "sha256"}`` (hub id and no hash if remote)."""
+    from micota.io import sha256_file
+
+    s = os.fspath(spec)
+    path = benchmark_path(s, data_dir) if s in BENCHMARKS else Path(s).expanduser()
+    if path is None or not Path(path).is_file():
+        return {"path": f"hub:{get_spec(s).hub_id}" if s in BENCHMARKS else s, "sha256": None}
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+
+
 def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Problem]:
     """The problems of benchmark ``name`` (first ``limit`` of them), ``source`` set to the name."""
     spec = get_spec(name)
     dirs = data_dirs(data_dir)
-    path = next((d / spec.filename for d in dirs if (d / spec.filename).is_file()), None)
-    if data_dir and path is None and not Path(data_dir).is_dir():
-        raise UserError(f"--data-dir {data_dir}: no such directory")
+    path = benchmark_path(name, data_dir)
     problems = read_jsonl(path, Problem) if path else _from_hub(spec, dirs)
     problems = problems[:limit] if limit is not None else problems
     return [p.model_copy(update={"source": p.source or spec.name}) for p in problems]
 
 
 def load_problems(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Problem]:
-    """A benchmark name or a JSONL file of Problem rows (``id, problem, answer`` at least)."""
+    """A benchmark name, a JSONL file of Problem rows (``id, problem, answer`` at least), or a
+    directory holding one as ``data.jsonl``."""
     s = os.fspath(spec)
     if s in BENCHMARKS:
         return load_benchmark(s, data_dir=data_dir, limit=limit)
     p = Path(s).expanduser()
+    if p.is_dir() and (p / "data.jsonl").is_file():  # a stage output holding problems (micota decontaminate)
+        p = p / "data.jsonl"
     if p.suffix in (".jsonl", ".json") or os.sep in s or p.exists():
         if not p.is_file():
             raise UserError(f"{p}: problems file not found")
@@ -145,6 +173,7 @@ def load_problems(spec: str | os.PathLike, *, data_dir: str | os.PathLike | None
                 raise UserError(f"{p}: duplicate problem id {q.id!r}")
             seen.add(q.id)
         problems = problems[:limit] if limit is not None else problems
-        return [q.model_copy(update={"source": q.source or p.stem}) for q in problems]
+        stem = p.parent.name if p.name == "data.jsonl" else p.stem
+        return [q.model_copy(update={"source": q.source or stem}) for q in problems]
     get_spec(s)  # raises: unknown benchmark, listing known ones
     raise AssertionError

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Sequence
 from micota.errors import UserError
 from micota.grading.extract import last_boxed, last_number, too_costly
 from micota.grading.modes import (
-    DEFAULT_MODE_FOR,
+    ERROR_REASONS,
     GRADERS,
     REASONS,
     GradeResult,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # records pull in pydantic; grading workers do not need it
     from micota.records import Sample
 
 __all__ = [
-    "DEFAULT_MODE_FOR", "GRADERS", "REASONS", "GradeResult", "grade", "grade_batch", "grade_samples",
+    "ERROR_REASONS", "GRADERS", "REASONS", "GradeResult", "grade", "grade_batch", "grade_samples",
     "is_correct", "last_boxed", "last_number", "mode_for_source", "register_grader", "shutdown",
 ]
 

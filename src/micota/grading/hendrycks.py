@@ -8,7 +8,7 @@ used; this is an independent implementation of the same steps, in the same order
    ``\\right``, ``^{\\circ}``, ``^\\circ`` and ``\\$``;
 2. units: if ``\\text{ `` (with a space) occurs, keep only what precedes it (exactly one
    occurrence is expected; more is an error, see below);
-3. drop ``\\%`` and ``%``; `` .`` → `` 0.``, ``{.`` → ``{0.``, a leading ``.`` gets a ``0``;
+3. drop ``\\%`` (only the escaped form: upstream writes ``"\\%"`` twice, a bare ``%`` stays); `` .`` → `` 0.``, ``{.`` → ``{0.``, a leading ``.`` gets a ``0``;
 4. ``k = 5`` → ``5`` when the text has one ``=`` and the left side is at most 2 characters;
 5. ``\\sqrt3`` → ``\\sqrt{3}``; remove all spaces; ``\\frac12`` → ``\\frac{1}{2}``,
    ``\\frac1{72}`` → ``\\frac{1}{72}``; exactly ``0.5`` → ``\\frac{1}{2}``;
@@ -16,8 +16,13 @@ used; this is an independent implementation of the same steps, in the same order
 
 Two answers are equivalent iff their normalised strings are equal. When normalisation fails
 (several ``\\text{ `` units, or a ``\\sqrt`` at the very end), the raw strings are compared
-instead, as the original does. A ``\\frac`` followed by fewer than two characters leaves the
-string as it was.
+instead, as the original does; so does a ``\\frac`` at the very end (the original indexes
+``substr[0]`` of an empty piece and raises). A ``\\frac`` followed by exactly one character leaves
+the string as it was.
+
+``tests/test_grading_hendrycks.py`` runs this against a transcription of the upstream functions on
+every grading test case and on perturbed forms of every benchmark reference: they must agree on
+every pair.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def _fix_fracs(s: str) -> str:
     out = [head]
     for tail in tails:
         out.append("\\frac")
+        if not tail:
+            raise _Unnormalisable(s)  # upstream: IndexError in substr[0] -> raw comparison
         if tail.startswith("{"):
             out.append(tail)
             continue
@@ -87,7 +94,7 @@ def _strip(s: str) -> str:
                      ("\\left", ""), ("\\right", ""), ("^{\\circ}", ""), ("^\\circ", ""), ("\\$", "")):
         s = s.replace(old, new)
     s = _remove_right_units(s)
-    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace("\\%", "")
     s = s.replace(" .", " 0.").replace("{.", "{0.")
     if not s:
         return s

@@ -113,8 +113,8 @@ def _worker_loop(rfd: int, wfd: int, parent: int, pdeathsig: bool) -> None:
         _allow_cpu(WORKER_CPU_SECONDS)
         try:
             res = grader(completion, reference)
-        except Exception:  # a bug or an input sympy chokes on (MemoryError included): wrong, never fatal
-            res = GradeResult(False, None, "parse_error")
+        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal, counted as an error (MemoryError under the worker's limit too)
+            res = GradeResult(False, None, "error")
         outbox.send((task_id, res))
 
 

@@ -106,6 +106,8 @@ for _k in (
     StageKind("generate", "micota.generation.runner:GenerateConfig", "micota.generation.runner:generate",
               description="sample completions for a problem set"),
     StageKind("eval", "micota.eval:EvalConfig", "micota.eval:evaluate", description="generate + grade + summary"),
+    StageKind("decontaminate", "micota.data.decontaminate:DecontaminateConfig", "micota.data.decontaminate:decontaminate",
+              description="drop training problems sharing an n-gram with a benchmark problem", loads_model=False),
     StageKind("filter", "micota.filtering:FilterConfig", "micota.filtering:filter_samples",
               description="samples -> SFT dataset (correct, under a length cap)", loads_model=False),
     StageKind("mix", "micota.pipeline.mix:MixConfig", "micota.pipeline.mix:mix_datasets",
