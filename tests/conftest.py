@@ -88,6 +88,72 @@ def small_disk(tmp_path):
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real ``transformers serve`` process on 127.0.0.1 (niced, one thread), pinned to one model."""
+
+    def __init__(self, model_dir: Path, log: Path, *, port: int | None = None, extra: tuple[str, ...] = ()):
+        self.model_dir, self.log, self.port, self.extra = str(model_dir), Path(log), port or free_port(), extra
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 600) -> "Server":
+        import time
+        import urllib.request
+
+        exe = Path(sys.executable).with_name("transformers")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["nice", "-n", "10", str(exe), "serve", self.model_dir, "--host", "127.0.0.1",
+                                          "--port", str(self.port), "--device", "cpu", "--dtype", "float32", *self.extra],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                pytest.fail(f"transformers serve exited with code {self.proc.returncode}: {tail[0]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.kill()
+        pytest.fail(f"transformers serve on port {self.port} not ready after {timeout:.0f}s (log: {self.log})", pytrace=False)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def completions_served(self) -> int:
+        """POST /v1/completions answered 200, from the server's access log."""
+        return self.log.read_text(errors="replace").count('"POST /v1/completions HTTP/1.1" 200')
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """``start_server(model_dir, name)`` starts a server; every one is killed when the test ends."""
+    started: list[Server] = []
+
+    def start(model_dir: Path, name: str = "server", **kw) -> Server:
+        srv = Server(model_dir, tmp_path / f"{name}.log", **kw)
+        started.append(srv)
+        return srv.start()
+
+    yield start
+    for srv in started:
+        srv.kill()
+
 QUICK_THREADS = os.environ.get("OMP_NUM_THREADS", "1")  # the same for every run of the quick recipe that is compared
 
 

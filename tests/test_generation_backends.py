@@ -65,3 +65,42 @@ def test_registry_errors_and_custom_backend(tiny_model_dir):
         assert make_backend("wrapped", str(tiny_model_dir)).name == "hf"
     finally:
         BACKENDS.pop("wrapped")
+
+
+def test_sample_does_not_depend_on_batch_and_seed_is_per_sample(backend):
+    from micota.generation.backends import sample_seed
+
+    p = SamplingParams(n=2, temperature=1.0, max_new_tokens=10, seed=3)
+    alone = backend.generate(PROMPTS[2:3], p)[0]
+    in_batch = backend.generate(PROMPTS, p)[2]  # other rows, other padding, another position
+    assert alone == in_batch and alone[0] != alone[1]
+    # sha256("3\0k\0prompt")[:8] as an int, computed independently
+    import hashlib
+    assert sample_seed(3, "x", 1) == int(hashlib.sha256(b"3\x001\x00x").hexdigest()[:8], 16)
+
+
+def test_row_sampler_draws_from_the_top_p_softmax():
+    """Gumbel-max over the warped scores is an exact draw: frequencies match softmax(logits / T)
+    restricted to the top-p nucleus (hand-computed), and tokens outside it never appear."""
+    import math
+
+    import torch
+
+    from micota.generation.backends import RowSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    draws = 4000
+    counts = [0] * 5
+    for s in range(draws // 100):
+        rs = RowSampler([s * 100 + j for j in range(100)], temperature=0.5, top_p=0.9)
+        picks = rs(None, logits.repeat(100, 1)).argmax(-1).tolist()
+        for t in picks:
+            counts[t] += 1
+    w = [math.exp(x / 0.5) for x in (2.0, 1.0, 0.0, -1.0, -3.0)]
+    p = [x / sum(w) for x in w]  # 0.8650, 0.1171, 0.0158, ...: the nucleus for 0.9 is tokens 0 and 1
+    nucleus = p[0] + p[1]
+    assert counts[2:] == [0, 0, 0]
+    for t in (0, 1):
+        expect = p[t] / nucleus
+        sd = math.sqrt(expect * (1 - expect) / draws)
+        assert abs(counts[t] / draws - expect) < 4 * sd, (counts, expect)

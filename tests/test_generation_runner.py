@@ -99,3 +99,32 @@ def test_no_chat_template_flag_renders_plain_prompts(tmp_path, tiny_model_dir):
     s = sorted(load_samples(out), key=lambda s: s.problem_id)
     assert s[0].prompt == "What is 0 + 0?\nAnswer:\n"
     assert read_manifest(out)["config"]["use_chat_template"] is False
+
+
+def test_sampled_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, tiny_model_dir):
+    """Per-sample seeds: sample k of problem p is the same whatever the batch size, the order and
+    the resume point, so a SIGKILLed and resumed sampled run equals one that never stopped."""
+    probs = _problems(tmp_path / "p.jsonl", 24)
+    common = ["--problems", str(probs), "--max-new-tokens", "30", "--n", "3", "--temperature", "1.0", "--top-p", "0.9",
+              "--seed", "5"]
+    whole = tmp_path / "whole"
+    generate(GenerateConfig(model=str(tiny_model_dir), problems=str(probs), out=whole, max_new_tokens=30, n=3,
+                            temperature=1.0, top_p=0.9, seed=5, batch_size=7))
+    out = tmp_path / "resumed"
+    args = [sys.executable, "-m", "micota", "generate", str(tiny_model_dir), *common, "--out", str(out)]
+    proc = subprocess.Popen([*args, "--batch-size", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard = out / "samples-00000.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (shard.exists() and shard.stat().st_size > 0):
+        time.sleep(0.02)
+    assert proc.poll() is None, "generation finished before it could be killed: make the job bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_killed = len(_shard_lines(out))
+    assert 0 < n_killed < 72
+    done = subprocess.run([*args, "--batch-size", "5"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = {(r["problem_id"], r["sample_idx"]): r["completion"] for r in _shard_lines(out)}
+    want = {(s.problem_id, s.sample_idx): s.completion for s in load_samples(whole)}
+    assert len(got) == 72 and got == want
+    assert len({want[(f"q{i}", k)] for i in range(24) for k in range(3)}) > 24  # samples of one problem differ

@@ -12,14 +12,27 @@ from micota.pipeline.schema import LauncherSpec
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.parametrize("variant", ["", "-server"])
 @pytest.mark.parametrize("size", ["1.5b", "3b", "7b"])
-def test_paper_recipe_dry_run_validates_offline(size, cli, tmp_path):
-    r = cli("run", f"recipes/paper/qwen2.5-{size}.yaml", "--dry-run", "--out", str(tmp_path / "o"), cwd=REPO)
+def test_paper_recipe_dry_run_validates_offline(size, variant, cli, tmp_path):
+    r = cli("run", f"recipes/paper/qwen2.5-{size}{variant}.yaml", "--dry-run", "--out", str(tmp_path / "o"), cwd=REPO)
     assert r.returncode == 0, r.stderr
     for stage in ("teacher_gen", "ta_sft", "merge", "mid_gen", "student_sft.mid", "student_eval.long", "bpc.mid", "report"):
         assert f"\n{stage} " in r.stderr
     assert f"Qwen/Qwen2.5-{size.upper().replace('B', 'B')}-Instruct" in (REPO / f"recipes/paper/qwen2.5-{size}.yaml").read_text()
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
+    if variant:  # the server-backed variant differs only in how the teacher and short CoT are generated
+        import yaml
+
+        plain = yaml.safe_load((REPO / f"recipes/paper/qwen2.5-{size}.yaml").read_text())
+        served = yaml.safe_load((REPO / f"recipes/paper/qwen2.5-{size}-server.yaml").read_text())
+        for name in ("teacher_gen", "short_gen"):
+            st = served["stages"][name]
+            assert st.pop("backend") == "openai" and st.pop("server_url")[0].startswith("http://") and st.pop("concurrency")
+            assert st.pop("resources")["gpus_per_node"] == 0  # the server holds the GPUs, not the stage
+            assert st == {k: v for k, v in plain["stages"][name].items() if k not in ("backend", "tensor_parallel_size", "resources")}
+        assert {k: v for k, v in served["stages"].items() if k not in ("teacher_gen", "short_gen")} == \
+            {k: v for k, v in plain["stages"].items() if k not in ("teacher_gen", "short_gen")}
 
 
 @pytest.mark.parametrize("size", ["1.5b", "3b", "7b"])

@@ -50,6 +50,7 @@ from pydantic import Field, field_validator, model_validator
 from micota.config import StageConfig
 from micota.data.benchmarks import get_spec, load_problems, problems_source
 from micota.errors import UserError
+from micota.generation.backends import close_backend
 from micota.generation.runner import BackendArg, GenerateConfig, GenerationOptions, build_backend, generate, load_samples
 from micota.io import atomic_write_json, atomic_write_text
 from micota.manifest import read_manifest, write_manifest
@@ -400,8 +401,12 @@ def evaluate(cfg: EvalConfig, *, backend: BackendArg = None) -> EvalSummary:
             loaded["be"] = backend if backend is not None else build_backend(cfg, cfg.model)
         return loaded["be"]
 
-    for b in cfg.benchmarks:
-        generate(cfg.generate_config(b), backend=lazy_backend)
+    try:
+        for b in cfg.benchmarks:
+            generate(cfg.generate_config(b), backend=lazy_backend)
+    finally:
+        if backend is None and "be" in loaded:
+            close_backend(loaded["be"])  # the engine this stage built is shut down when it ends
     return _grade_and_write(cfg, out, t0, labels=cfg.mode_labels(), top_level=True)
 
 

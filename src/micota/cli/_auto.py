@@ -2,7 +2,7 @@
 
 The config's fields become the flags (``max_new_tokens`` -> ``--max-new-tokens``; bools get
 ``--x/--no-x``; ``Field(json_schema_extra={"cli_flag": "name"})`` renames a flag; lists are
-comma-separated; Literal fields list their choices in the help), plus
+comma-separated (``{"cli_repeat": True}``: the flag may also be repeated); Literal fields list their choices in the help), plus
 ``--config FILE.yaml`` whose keys are the same field names. Precedence: flags > YAML > defaults.
 So one class is the Python API, the CLI and the YAML schema, as TRL does with its dataclasses.
 """
@@ -94,9 +94,13 @@ def config_command(
         if fname in positional or fname in exclude:
             continue
         cli_t, suffix, conv = _cli_type(f.annotation)
+        extra = (f.json_schema_extra if isinstance(f.json_schema_extra, dict) else None) or {}
+        if extra.get("cli_repeat"):  # --flag a --flag b (or --flag a,b)
+            cli_t, suffix = list[str], " (repeatable or comma-separated)"
+            conv = lambda v: [x.strip() for item in v for x in item.split(",") if x.strip()] or None  # noqa: E731
         converters[fname] = conv
         default_txt = "" if f.is_required() else f" [default: {f.get_default(call_default_factory=True)!r}]"
-        flag = ((f.json_schema_extra if isinstance(f.json_schema_extra, dict) else None) or {}).get("cli_flag", fname)
+        flag = extra.get("cli_flag", fname)
         decl = [f"{_flag(flag)}/--no-{flag.replace('_', '-')}"] if cli_t is bool else [_flag(flag)]
         params.append(
             inspect.Parameter(

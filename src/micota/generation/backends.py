@@ -5,16 +5,27 @@ A backend turns rendered prompt strings into completions::
     backend.generate(prompts: list[str], params: SamplingParams) -> list[list[Completion]]
 
 one list of ``params.n`` completions per prompt, in input order. Every backend exposes ``name``,
-``model_id`` and ``tokenizer`` (used to render prompts and count tokens). Backends are registered
-by name in :data:`BACKENDS` as lazy ``"module:attr"`` import paths (or factories), so optional ones
-(vLLM) import nothing until used; :func:`make_backend` builds one.
+``model_id`` and ``tokenizer`` (used to render prompts and count tokens). Optional extras: a
+backend whose results arrive one prompt at a time (a server) also has
+``generate_stream(prompts, params)`` yielding ``(index, completions)`` as each prompt finishes, so
+the runner writes results as they arrive; one that holds an engine has ``close()`` (called by
+:func:`close_backend` when the stage that built it ends). Backends are registered by name in
+:data:`BACKENDS` as lazy ``"module:attr"`` import paths (or factories), so optional ones (vLLM)
+import nothing until used; :func:`make_backend` builds one.
+
+Seeds and ``n`` are the same contract for every backend. Greedy (``temperature == 0``) decodes
+each prompt once and repeats the completion ``n`` times. Sampled completion ``k`` of a prompt uses
+its own seed :func:`sample_seed` ``= sha256(seed, k, prompt)[:32 bits]``, so it is the same
+whatever the batch it lands in, the order of requests, the server that answers or the point a
+run resumed from.
 
 :class:`HFBackend` (``hf``): ``model.generate`` on batches of prompts, LEFT-padded and sorted by
 length within the call (results are returned in input order), stopping on any EOS id (the
 tokenizer's and the generation config's). Greedy when ``temperature == 0``; otherwise sampling
-with ``temperature``/``top_p`` (``top_k`` off) under a seed derived from ``params.seed`` and the
-batch's prompts, so the same call gives the same samples (greedy with ``n > 1`` decodes once and
-repeats the completion). ``finish_reason`` is ``"length"`` when ``max_new_tokens`` were generated
+with ``temperature``/``top_p`` (``top_k`` off): each row draws from its own ``torch.Generator``
+seeded with its :func:`sample_seed` through the Gumbel-max trick, ``argmax(log p_top-p / T + G)``
+with ``G = -log(-log U)``, which is an exact draw from the top-p-truncated, temperature-scaled
+softmax and does not depend on the other rows of the batch. ``finish_reason`` is ``"length"`` when ``max_new_tokens`` were generated
 without EOS; ``completion_tokens`` counts generated tokens up to and including EOS (as vLLM does);
 the text is decoded without special tokens.
 """
@@ -66,6 +77,7 @@ class GenerationBackend(Protocol):
 
 BACKENDS: dict[str, str | Callable[..., GenerationBackend]] = {
     "hf": "micota.generation.backends:HFBackend",
+    "openai": "micota.generation.openai_backend:OpenAIBackend",
     "vllm": "micota.generation.vllm_backend:VLLMBackend",
     "oracle": "micota.data.world.oracle:OracleBackend",
 }
@@ -106,9 +118,38 @@ def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=add)["input_ids"]
 
 
-def batch_seed(seed: int, prompts: list[str]) -> int:
-    """A sampling seed that depends only on the run seed and the batch's prompts."""
-    return int(sha256_text(f"{seed}\0" + "\0".join(prompts))[:8], 16)
+def sample_seed(seed: int, prompt: str, k: int) -> int:
+    """The seed of sampled completion ``k`` of ``prompt`` under run seed ``seed`` (a 32-bit int)."""
+    return int(sha256_text(f"{seed}\0{k}\0{prompt}")[:8], 16)
+
+
+def close_backend(backend: Any) -> None:
+    """Release what a backend holds (a vLLM engine, an HTTP connection pool), if it holds anything."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()
+
+
+class RowSampler:
+    """A logits processor that makes greedy search sample: temperature, top-p, then Gumbel noise
+    from each row's own generator (see the module docstring). Rows never share random numbers."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float()
+        for w in self.warpers:
+            scores = w(input_ids, scores)
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.gens])
+        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+        return scores.log_softmax(-1) + gumbel.to(scores.device, scores.dtype)
 
 
 class HFBackend:
@@ -147,16 +188,18 @@ class HFBackend:
         encoded = [prompt_token_ids(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
-        # sampling: each prompt is a row n times; greedy: once, copied n times. A batch holds batch_size rows.
+        # sampling: each prompt is a row n times (row k seeded with sample_seed(seed, prompt, k));
+        # greedy: once, copied n times. A batch holds batch_size rows.
         reps = params.n if params.temperature > 0 else 1
-        rows = [i for i in order for _ in range(reps)]
+        rows = [(i, k) for i in order for k in range(reps)]
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
-            for i, comp in zip(chunk, self._generate_batch([encoded[i] for i in chunk], [prompts[i] for i in chunk], params)):
+            seeds = [sample_seed(params.seed, prompts[i], k) for i, k in chunk]
+            for (i, _), comp in zip(chunk, self._generate_batch([encoded[i] for i, _ in chunk], seeds, params)):
                 out[i].extend([comp] * (params.n // reps))
         return out
 
-    def _generate_batch(self, ids: list[list[int]], texts: list[str], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(self, ids: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
         import torch
         from transformers import GenerationConfig
 
@@ -164,16 +207,16 @@ class HFBackend:
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
-        sample = params.temperature > 0
-        kw: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, do_sample=sample, eos_token_id=self.eos_ids,
+        from transformers import LogitsProcessorList
+
+        # greedy search; when sampling, RowSampler turns its argmax into a per-row seeded draw
+        kw: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
                                   pad_token_id=pad, num_beams=1)
-        if sample:
-            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            torch.manual_seed(batch_seed(params.seed, texts))
+        procs = LogitsProcessorList([RowSampler(seeds, params.temperature, params.top_p)] if params.temperature > 0 else [])
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             gen = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                      generation_config=GenerationConfig(**kw))
+                                      generation_config=GenerationConfig(**kw), logits_processor=procs)
         new = gen[:, width:].tolist()
         eos = set(self.eos_ids)
         result = []

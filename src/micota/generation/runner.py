@@ -2,8 +2,12 @@
 
 :func:`generate` renders each problem with :mod:`micota.generation.prompts`, asks a backend for
 ``n`` completions per prompt, and appends :class:`micota.records.Sample` rows to
-``OUT/samples-NNNNN.jsonl`` (one new shard per run or resume) with a flush+fsync per batch.
-``manifest.json`` is written last. Key = ``(problem_id, sample_idx)``.
+``OUT/samples-NNNNN.jsonl`` (one new shard per run or resume) with a flush+fsync per batch: a
+batch is ``batch_size`` prompts given to ``backend.generate``, or, for a backend that streams
+(``generate_stream``, the server backend), the next ``batch_size`` prompts whose completions have
+arrived, so a server's queue never drains between batches. ``manifest.json`` is written last.
+Key = ``(problem_id, sample_idx)``. A backend built here is closed (engine shut down) when the
+stage ends.
 
 Resume: rows already in the shards are kept (a torn last line, left by a killed writer, is dropped
 and repaired) and only missing keys are generated, so a SIGKILL loses at most the batch in flight
@@ -17,14 +21,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import Field
 
 from micota.config import StageConfig
 from micota.data.benchmarks import load_problems
 from micota.errors import UserError
-from micota.generation.backends import GenerationBackend, SamplingParams, make_backend, prompt_token_ids
+from micota.generation.backends import Completion, GenerationBackend, SamplingParams, close_backend, make_backend, prompt_token_ids
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
 from micota.manifest import MANIFEST, read_manifest, write_manifest
 from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
@@ -32,7 +36,8 @@ from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 SHARD_GLOB = "samples-*.jsonl"
 # fields that change how work is scheduled or where it goes, not what a completion is
 RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
-            "drop_long_prompts"}
+            "server_url", "served_model_name", "concurrency", "request_timeout", "max_retries",
+            "gpu_memory_utilization", "max_model_len", "drop_long_prompts"}
 
 
 class GenerationOptions(StageConfig):
@@ -42,8 +47,9 @@ class GenerationOptions(StageConfig):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(1024, ge=1, description="Generation limit per completion; a completion cut here counts as wrong.")
-    seed: int = Field(0, description="Sampling seed.")
-    backend: str = Field("hf", description="Generation backend: hf, vllm (optional extra), or a registered one.")
+    seed: int = Field(0, description="Sampling seed; sampled completion k of a prompt uses sample_seed(seed, prompt, k).")
+    backend: str = Field("hf", description="Generation backend: hf, openai (OpenAI-compatible servers), "
+                         "vllm (optional extra), or a registered one.")
     batch_size: int = Field(8, ge=1, description="Prompts per batch (rows are flushed to disk per batch).")
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
     data_dir: Path | None = Field(None, description="Directory of benchmark JSONL files "
@@ -61,6 +67,20 @@ class GenerationOptions(StageConfig):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm backend).")
     drop_long_prompts: bool = Field(False, description="Skip (and count) problems whose prompt does not fit the "
                                     "model's context; default: refuse them with an error.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM may use (vllm backend).")
+    max_model_len: int | None = Field(None, ge=1, description="Longest prompt + completion in tokens (vllm backend; default: the model's).")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Further vllm.LLM engine arguments, e.g. "
+                                      '{"enforce_eager": true, "enable_prefix_caching": true} (vllm backend).')
+    server_url: list[str] = Field(default_factory=list, description="OpenAI-compatible base URL(s) for backend openai, "
+                                  "e.g. http://127.0.0.1:8000/v1; repeat the flag for several servers (requests spread over them).",
+                                  json_schema_extra={"cli_repeat": True})
+    served_model_name: str | None = Field(None, description="Model name sent to the server (default: MODEL; MODEL still supplies the tokenizer).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once, over all servers (backend openai).")
+    request_timeout: float = Field(1800.0, gt=0, description="Seconds one request may take (backend openai).")
+    max_retries: int = Field(5, ge=0, description="Retries per request on connection errors, timeouts, 429 and 5xx (backend openai).")
+    server_prompt: Literal["auto", "text", "tokens"] = Field(
+        "auto", description="Send the rendered prompt as text, as token ids, or auto: token ids only where the "
+        "server's tokenization of the text would differ (backend openai).")
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -69,7 +89,12 @@ class GenerationOptions(StageConfig):
     def backend_opts(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"batch_size": self.batch_size}
         if self.backend == "vllm":
-            opts["tensor_parallel_size"] = self.tensor_parallel_size
+            opts.update(tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+                        max_model_len=self.max_model_len, engine_args=dict(self.vllm_args))
+        if self.backend == "openai":
+            opts.update(server_url=list(self.server_url), served_model_name=self.served_model_name,
+                        concurrency=self.concurrency, request_timeout=self.request_timeout,
+                        max_retries=self.max_retries, server_prompt=self.server_prompt)
         return opts
 
     def template_text(self) -> str | None:
@@ -144,34 +169,15 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     written = dropped_long = 0
     if pending:
         be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
+        own = be is None  # built here: closed (engine shut down) when this stage ends
         be = be or build_backend(cfg, cfg.model)
-        tok = be.tokenizer
-        th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
-                               instruction=cfg.instruction, system=cfg.system)
-        if th is not None and th != th_now:
-            raise UserError(f"{out}: existing samples used another prompt template ({th} != {th_now}); choose another --out")
-        th = th_now
-        prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
-                                       use_chat_template=cfg.use_chat_template, template=template) for p in pending}
-        ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
-        ctx = context_length(be)
-        too_long = [p for p in pending if ctx is not None and ntok[p.id] >= ctx]
-        if too_long and not cfg.drop_long_prompts:
-            raise UserError(f"problem {too_long[0].id!r}: prompt of {ntok[too_long[0].id]:,} tokens does not fit the "
-                            f"model's context of {ctx:,} ({len(too_long)} such problems; --drop-long-prompts skips and counts them)")
-        dropped_long = len(too_long)
-        if too_long:
-            print(f"warning: skipping {dropped_long} problems whose prompt exceeds the {ctx:,}-token context", file=sys.stderr)
-            skip = {p.id for p in too_long}
-            pending = [p for p in pending if p.id not in skip]
-            problems = [p for p in problems if p.id not in skip]
-        pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob(SHARD_GLOB):
-            JsonlAppender(old).close()  # truncates a torn last line left by a killed run
-        (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
-        shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
-        written = _run(cfg, be, pending, prompts, ntok, done, th, chash, shard)
+        try:
+            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template)
+            dropped_long = len(skipped)
+            problems = [p for p in problems if p.id not in skipped]
+        finally:
+            if own:
+                close_backend(be)
     elif not out.is_dir():
         raise UserError(f"{cfg.problems}: no problems to generate")
     samples = load_samples(out)
@@ -192,10 +198,72 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     return out
 
 
+def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], done: set[tuple[str, int]],
+                      th: str | None, chash: str, out: Path, template: str | None) -> tuple[str, int, set[str]]:
+    """Render the pending problems and write their samples into a new shard; (template hash, rows
+    written, ids of problems skipped because their prompt does not fit the context)."""
+    tok = be.tokenizer
+    th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
+                           instruction=cfg.instruction, system=cfg.system)
+    if th is not None and th != th_now:
+        raise UserError(f"{out}: existing samples used another prompt template ({th} != {th_now}); choose another --out")
+    th = th_now
+    prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
+                                   use_chat_template=cfg.use_chat_template, template=template) for p in pending}
+    ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
+    skipped = _too_long(cfg, be, pending, ntok)
+    pending = [p for p in pending if p.id not in skipped]
+    pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(SHARD_GLOB):
+        JsonlAppender(old).close()  # truncates a torn last line left by a killed run
+    (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+    shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
+    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard), skipped
+
+
 def context_length(be: GenerationBackend) -> int | None:
     """The model's context in tokens (``max_position_embeddings``), if the backend has a model."""
     n = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
     return n if isinstance(n, int) and n > 0 else None
+
+
+def _too_long(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], ntok: dict[str, int]) -> set[str]:
+    """Ids of problems whose prompt does not fit the model's context: an error unless ``drop_long_prompts``."""
+    ctx = context_length(be)
+    too_long = [p for p in pending if ctx is not None and ntok[p.id] >= ctx]
+    if too_long and not cfg.drop_long_prompts:
+        raise UserError(f"problem {too_long[0].id!r}: prompt of {ntok[too_long[0].id]:,} tokens does not fit the "
+                        f"model's context of {ctx:,} ({len(too_long)} such problems; --drop-long-prompts skips and counts them)")
+    if too_long:
+        print(f"warning: skipping {len(too_long)} problems whose prompt exceeds the {ctx:,}-token context", file=sys.stderr)
+    return {p.id for p in too_long}
+
+
+def _results(be: GenerationBackend, batches: list[list[Problem]], prompts: dict[str, str],
+             params: SamplingParams) -> Iterator[list[tuple[Problem, list[Completion]]]]:
+    """Groups of (problem, completions) to write together: the backend's batches, or for a
+    streaming backend every ``batch_size`` prompts in the order their completions arrive."""
+    stream = getattr(be, "generate_stream", None)
+    if not callable(stream):
+        for batch in batches:
+            yield list(zip(batch, be.generate([prompts[p.id] for p in batch], params)))
+        return
+    flat = [p for b in batches for p in b]
+    size = max(len(b) for b in batches)
+    group: list[tuple[Problem, list[Completion]]] = []
+    try:
+        for i, comps in stream([prompts[p.id] for p in flat], params):
+            group.append((flat[i], comps))
+            if len(group) >= size:
+                yield group
+                group = []
+    except (Exception, KeyboardInterrupt):  # a dead server, Ctrl-C: what already arrived is still written
+        if group:
+            yield group
+        raise
+    if group:
+        yield group
 
 
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
@@ -204,13 +272,12 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
 
     params = cfg.sampling_params()
     written = 0
+    batches = [pending[i:i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
     with JsonlAppender(shard) as w, tqdm(total=len(pending) * cfg.n, desc=f"generate {Path(cfg.out).name}",
                                           unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
-        for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start:start + cfg.batch_size]
-            outs = be.generate([prompts[p.id] for p in batch], params)
+        for group in _results(be, batches, prompts, params):
             rows = []
-            for p, comps in zip(batch, outs):
+            for p, comps in group:
                 for idx, c in enumerate(comps[:cfg.n]):
                     if (p.id, idx) in done:
                         continue
@@ -220,5 +287,5 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
                         template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
                         reference=p.answer))
             written += w.write_batch(rows)
-            bar.update(len(batch) * cfg.n)
+            bar.update(len(group) * cfg.n)
     return written
