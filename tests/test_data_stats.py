@@ -46,3 +46,17 @@ def test_stats_cli_compares_dataset_and_samples(tiny_model_dir, tmp_path, cli):
     assert (tmp_path / "st" / "lengths.png").stat().st_size > 1000 and (tmp_path / "st" / "manifest.json").is_file()
     bad = cli("stats", str(ds), str(gen), "--tokenizer", str(tiny_model_dir), "--labels", "one")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --labels has 1 names for 2 inputs"]
+
+
+def test_length_histograms_are_normalised_per_dataset_with_n_and_cap(tmp_path):
+    from micota.data.stats import _plot
+
+    big, small = [10] * 900 + [50] * 100, [40] * 3 + [90]  # 1000 rows vs 4: the small set must stay visible
+    drawn = _plot({"teacher": big, "mid": small}, tmp_path / "l.png", {"mid": ("max_new_tokens", 96), "teacher": ("max_tokens", 5000)})
+    for lab in ("teacher", "mid"):
+        assert sum(drawn["heights"][lab]) == pytest.approx(1.0)  # shares of that dataset, not counts
+    assert max(drawn["heights"]["mid"]) == pytest.approx(0.75)  # 3 of 4 completions in one bin
+    assert "teacher (n=1000)" in drawn["legend"] and "mid (n=4)" in drawn["legend"]
+    assert "cap max_new_tokens=96 (mid)" in drawn["legend"]  # drawn as a line inside the axis
+    assert drawn["caps"][5000] == "cap max_tokens=5000 (teacher)" and not any("5000" in t for t in drawn["legend"])
+    assert (tmp_path / "l.png").stat().st_size > 1000

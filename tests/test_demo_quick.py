@@ -41,7 +41,7 @@ def test_quick_demo_runs_end_to_end_and_its_report_traces_to_stage_outputs(quick
         assert json.loads((d / "manifest.json").read_text())["complete"], stage
     # a second run reuses every finished stage
     again = cli("run", "--dry-run", "--out", str(out), str(_recipe()))
-    statuses = [line.split()[2] for line in again.stderr.splitlines() if line.rstrip().endswith("]")]
+    statuses = [line.split()[2] for line in again.stdout.splitlines() if line.rstrip().endswith("]")]
     assert again.returncode == 0 and len(statuses) == len(plan["stages"]), again.stderr[-2000:]
     assert set(statuses) == {"cached"}, again.stderr[-2000:]
 

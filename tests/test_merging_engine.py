@@ -82,9 +82,9 @@ def test_mergekit_yaml_equals_two_model_cli(tmp_path, cli):
     cfg = tmp_path / "mk.yaml"
     cfg.write_text(f"merge_method: dare_ties\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
                    f"    parameters:\n      weight: 0.5\n      density: 0.5\ndtype: bfloat16\ntokenizer_source: base\n")
-    r1 = cli("merge", str(cfg), str(tmp_path / "from-yaml"), "--seed", "0")
+    r1 = cli("merge", str(cfg), "--out", str(tmp_path / "from-yaml"), "--seed", "0")
     r2 = cli("merge", "--base", str(base), "--finetuned", str(ft), "--method", "dare_ties", "--weight", "0.5",
-             "--density", "0.5", "--seed", "0", str(tmp_path / "from-flags"))
+             "--density", "0.5", "--seed", "0", "--out", str(tmp_path / "from-flags"))
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
     assert r2.stdout.strip() == str(tmp_path / "from-flags")
     a, b = load_file(tmp_path / "from-yaml/model.safetensors"), load_file(tmp_path / "from-flags/model.safetensors")

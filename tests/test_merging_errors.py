@@ -54,7 +54,7 @@ def assert_bad(argv: list[str], out: Path, capsys, *needles: str) -> None:
 
 
 def two(base, ft, out, *extra):
-    return ["merge", "--base", str(base), "--finetuned", str(ft), "--weight", "0.5", "--density", "0.5", *extra, str(out)]
+    return ["merge", "--base", str(base), "--finetuned", str(ft), "--weight", "0.5", "--density", "0.5", *extra, "--out", str(out)]
 
 
 def test_bad_models(pair, tmp_path, capsys):
@@ -100,14 +100,14 @@ def test_bad_method_and_parameters(pair, tmp_path, capsys):
     out = tmp_path / "out"
     assert_bad(two(base, ft, out, "--method", "frankenmerge"), out, capsys, "unknown merge method 'frankenmerge'", "dare_ties")
     for density in ("0", "1.5", "-0.2"):
-        argv = ["merge", "--base", str(base), "--finetuned", str(ft), "--weight", "0.5", "--density", density, str(out)]
+        argv = ["merge", "--base", str(base), "--finetuned", str(ft), "--weight", "0.5", "--density", density, "--out", str(out)]
         assert_bad(argv, out, capsys, f"density must be in (0, 1], got {float(density)}")
-    assert_bad(["merge", "--base", str(base), "--finetuned", str(ft), str(out)], out, capsys, "'weight' missing")
+    assert_bad(["merge", "--base", str(base), "--finetuned", str(ft), "--out", str(out)], out, capsys, "'weight' missing")
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(f"merge_method: ties\nbase_model: {base}\nmodels:\n  - model: {ft}\n    parameters: {{weight: 1, densty: 0.5}}\n")
-    assert_bad(["merge", str(cfg), str(out)], out, capsys, "unknown parameter 'densty'")
+    assert_bad(["merge", str(cfg), "--out", str(out)], out, capsys, "unknown parameter 'densty'")
     cfg.write_text(f"merge_method: ties\nslices: []\nbase_model: {base}\n")
-    assert_bad(["merge", str(cfg), str(out)], out, capsys, "slices: not supported")
+    assert_bad(["merge", str(cfg), "--out", str(out)], out, capsys, "slices: not supported")
     with pytest.raises(UserError, match="already exists"):
         out.mkdir()
         merge(MergeConfig.two_model(base, ft, weight=1.0, out=out))

@@ -15,10 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("variant", ["", "-server"])
 @pytest.mark.parametrize("size", ["1.5b", "3b", "7b"])
 def test_paper_recipe_dry_run_validates_offline(size, variant, cli, tmp_path):
-    r = cli("run", f"recipes/paper/qwen2.5-{size}{variant}.yaml", "--dry-run", "--out", str(tmp_path / "o"), cwd=REPO)
-    assert r.returncode == 0, r.stderr
-    for stage in ("teacher_gen", "ta_sft", "merge", "mid_gen", "student_sft.mid", "student_eval.long", "bpc.mid", "report"):
-        assert f"\n{stage} " in r.stderr
+    """Every stage config validates and every input exists (paths relative to the recipe, run from
+    elsewhere); what this machine lacks is the GPU extras, which the dry run names."""
+    import importlib.util
+
+    r = cli("run", str(REPO / f"recipes/paper/qwen2.5-{size}{variant}.yaml"), "--dry-run", "--out", str(tmp_path / "o"),
+            cwd=tmp_path)
+    lacking = [m for m in ("vllm", "deepspeed") if importlib.util.find_spec(m) is None]
+    if lacking:
+        assert r.returncode == 2 and r.stderr.strip().startswith("error: missing optional extras: "), r.stderr
+        assert "student_sft.mid" in r.stderr and "not found" not in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        for stage in ("teacher_gen", "ta_sft", "merge", "mid_gen", "student_sft.mid", "student_eval.long", "bpc.mid", "report"):
+            assert f"\n{stage} " in r.stdout
     assert f"Qwen/Qwen2.5-{size.upper().replace('B', 'B')}-Instruct" in (REPO / f"recipes/paper/qwen2.5-{size}.yaml").read_text()
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
     if variant:  # the server-backed variant differs only in how the teacher and short CoT are generated

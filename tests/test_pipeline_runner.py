@@ -119,7 +119,7 @@ def test_kill_mid_stage_then_rerun_resumes_and_matches_uninterrupted(tmp_path, t
 def test_dry_run_reasons_and_yaml_errors_name_the_key(tmp_path, tiny_model_dir, cli):
     p = _pipeline(tmp_path, tiny_model_dir)
     r = cli("run", str(p), "--dry-run")
-    assert r.returncode == 0 and "missing: never run" in r.stderr
+    assert r.returncode == 0 and "missing: never run" in r.stdout  # the plan is a dry run's result: stdout
     assert not (tmp_path / "out").exists()
     spec = yaml.safe_load(p.read_text())
     bad_cases = [

@@ -72,8 +72,9 @@ def test_show_and_bad_input(world, cli, tmp_path):
     r = cli("world", "show", str(world))
     assert r.returncode == 0, r.stderr
     assert "long:short =" in r.stdout and "\\boxed{" in r.stdout and "## hard" in r.stdout
-    r = cli("world", "build", "--out", str(world), "--quick")
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "already exists" in r.stderr
+    r = cli("world", "build", "--out", str(world), "--quick")  # the rerun rule: a different config is an error
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "finished with a different config (--n-hard 12 → " in r.stderr and "pass --overwrite" in r.stderr
     r = cli("world", "build", "--out", str(tmp_path / "w2"), "--min-ops", "3", "--max-ops", "2")
     assert r.returncode == 2 and "min_ops" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "w2").exists()

@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     def run(
         pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (see recipes/).")],
         out: Annotated[Optional[Path], typer.Option("--out", help="Output root (default: the file's 'out:').")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan (what runs, what is cached, why); run nothing.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, check every input file and optional extra, and print the plan on stdout "
+                                                            "(what runs, what is cached, why); run nothing.")] = False,
         from_stage: Annotated[Optional[str], typer.Option("--from", help="Recompute this stage and everything downstream of it.")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (its inputs must be complete).")] = None,
         executor: Annotated[str, typer.Option("--executor", help="local (default: a child process per model stage), "
@@ -34,8 +35,10 @@ def register(app: typer.Typer) -> None:
                 raise UserError("--status and --cancel cannot be combined")
             typer.echo(pipeline_status(pipeline, out=out) if status else cancel_pipeline(pipeline, out=out))
             return
+        # the plan is the result of a dry run: stdout; during a run it is progress: stderr
+        echo = (lambda s: typer.echo(s)) if dry_run else (lambda s: typer.echo(s, err=True))
         plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
-                            allow_plugins=allow_plugins, allow_launcher_args=allow_launcher_args)
+                            allow_plugins=allow_plugins, allow_launcher_args=allow_launcher_args, echo=echo)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 
@@ -59,4 +62,5 @@ def register(app: typer.Typer) -> None:
 
     config_command(app, "merge-search", MergeSearchConfig, merge_search,
                    help="Sweep the merge weight to hit a target trace-length ratio; write the chosen merged model.",
-                   on_result=lambda r: typer.echo(str(r)))
+                   on_result=lambda r: typer.echo(str(r)), flags={"probe": "problems"},
+                   rerun_ignore=("batch_size", "device", "tensor_parallel_size"))

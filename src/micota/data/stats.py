@@ -12,7 +12,10 @@ samples directory/file (Sample rows). Per input, over the completions:
 - ``truncation_rate``: share of samples with ``finish_reason == "length"`` (samples inputs only).
 
 Outputs (when ``out`` is set): ``stats.json``, ``stats.md`` (one column per input), ``lengths.png``
-(token-length histograms overlaid), ``manifest.json`` last.
+(token-length histograms overlaid, each normalised to its own dataset — the y axis is the share of
+that dataset's completions, so a 50-row set is not hidden under a 12k-row one — with n in the
+legend and the generation cap marked: ``max_new_tokens`` of a samples input's generate manifest,
+or ``max_tokens`` of a filtered dataset's), ``manifest.json`` last.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pydantic import Field
 from micota.config import StageConfig
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text
-from micota.manifest import empty_reason, write_manifest
+from micota.manifest import empty_reason, read_manifest, write_manifest
 
 MARKERS = ("wait", "let me check", "alternatively", "hmm", "double-check")
 _MARKER_RE = {m: re.compile(r"\b" + re.escape(m).replace(r"\ ", r"\s+") + r"\b", re.IGNORECASE) for m in MARKERS}
@@ -108,23 +111,52 @@ def _markdown(stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(lengths: dict[str, list[int]], path: Path) -> None:
+def token_cap(path: str | Path) -> tuple[str, int] | None:
+    """The token cap an input was made under: ``("max_new_tokens", 1024)`` for samples from
+    ``micota generate``/``eval``, ``("max_tokens", 16000)`` for a ``micota filter`` dataset, else None."""
+    p = Path(path)
+    cfg = (read_manifest(p if p.is_dir() else p.parent) or {}).get("config") or {}
+    for key in ("max_new_tokens", "max_tokens"):
+        if isinstance(cfg.get(key), int):
+            return key, cfg[key]
+    return None
+
+
+def _plot(lengths: dict[str, list[int]], path: Path, caps: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Overlaid token-length histograms, each normalised to its own n; dashed lines at the token caps.
+    Returns what was drawn: ``{"heights": {label: bar heights}, "caps": {x: legend text}, "legend": [...]}``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     hi = max(max(v) for v in lengths.values())
-    bins = np.linspace(0, hi + 1, 31)
+    by_cap: dict[tuple[str, int], list[str]] = {}
+    for lab, cap in (caps or {}).items():
+        by_cap.setdefault(cap, []).append(lab)
+    shown = {c: labs for c, labs in by_cap.items() if c[1] <= 1.5 * hi}  # a far-away cap would squash the bars
+    right = max([hi, *(c[1] for c in shown)]) + 1
+    bins = np.linspace(0, right, 31)
+    drawn: dict[str, Any] = {"heights": {}, "caps": {}}
     for lab, v in lengths.items():
-        ax.hist(v, bins=bins, alpha=0.5, label=f"{lab} (n={len(v)})")
+        heights, _, _ = ax.hist(v, bins=bins, weights=np.full(len(v), 1 / len(v)), alpha=0.5, label=f"{lab} (n={len(v)})")
+        drawn["heights"][lab] = [float(h) for h in heights]
+    for (key, cap), labs in by_cap.items():
+        text = f"cap {key}={cap} ({', '.join(labs)})"
+        drawn["caps"][cap] = text
+        if (key, cap) in shown:
+            ax.axvline(cap, color="black", linestyle="--", linewidth=1, label=text)
+        else:
+            ax.annotate(text + " →", xy=(1, 0.97), xycoords="axes fraction", ha="right", va="top", fontsize=7)
     ax.set_xlabel("completion tokens")
-    ax.set_ylabel("count")
+    ax.set_ylabel("share of the dataset's completions")
     ax.legend(fontsize=8)
+    drawn["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return drawn
 
 
 def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
@@ -142,6 +174,7 @@ def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.tokenizer)
     stats: dict[str, dict[str, Any]] = {}
     lengths: dict[str, list[int]] = {}
+    caps: dict[str, tuple[str, int]] = {}
     empty: dict[str, str] = {}
     for lab, path in zip(labels, cfg.inputs):
         if why := empty_reason(path):  # a pipeline stage that produced nothing (e.g. no sample kept)
@@ -151,6 +184,9 @@ def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
         counts = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
         stats[lab] = {"input": str(path), **text_stats(texts, counts, truncated)}
         lengths[lab] = counts
+        if cap := token_cap(path):
+            caps[lab] = cap
+            stats[lab]["token_cap"] = {cap[0]: cap[1]}
     if cfg.out:
         with atomic_dir(cfg.out) as tmp:
             atomic_write_json(tmp / "stats.json", {"tokenizer": cfg.tokenizer, "datasets": stats, "empty": empty})
@@ -158,7 +194,7 @@ def dataset_stats(cfg: StatsConfig) -> dict[str, Any]:
             atomic_write_text(tmp / "stats.md", f"Completion statistics (tokenizer: `{cfg.tokenizer}`)\n\n"
                               + (_markdown(stats) if stats else "No non-empty input.\n") + note + ("\n" if note else ""))
             if lengths:
-                _plot(lengths, tmp / "lengths.png")
+                _plot(lengths, tmp / "lengths.png", caps)
             write_manifest(tmp, stage="stats", config=cfg, inputs={lab: p for lab, p in zip(labels, cfg.inputs)},
                            counts={lab: s["n"] for lab, s in stats.items()}, started_at=t0)
     return stats

@@ -216,7 +216,8 @@ class HFBackend:
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             gen = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                      generation_config=GenerationConfig(**kw), logits_processor=procs)
+                                      generation_config=GenerationConfig(**kw), logits_processor=procs,
+                                      stopping_criteria=[_step_progress(width, params.max_new_tokens)])
         new = gen[:, width:].tolist()
         eos = set(self.eos_ids)
         result = []
@@ -228,3 +229,19 @@ class HFBackend:
             text = self.tokenizer.decode(body, skip_special_tokens=True)
             result.append(Completion(text=text, finish_reason=reason, completion_tokens=n_tok))
         return result
+
+
+
+def _step_progress(prompt_width: int, max_new_tokens: int) -> Any:
+    """A never-stopping stopping criterion that reports each decoding step to :mod:`micota.progress`."""
+    import torch
+    from transformers import StoppingCriteria
+
+    from micota.progress import decode_step
+
+    class StepProgress(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            decode_step(input_ids.shape[1] - prompt_width, max_new_tokens)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StepProgress()

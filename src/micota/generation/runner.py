@@ -18,7 +18,6 @@ shapes a completion (model, problems, sampling, prompt; not ``out``/``limit``/``
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -30,10 +29,12 @@ from micota.data.benchmarks import load_problems
 from micota.errors import UserError
 from micota.generation.backends import Completion, GenerationBackend, SamplingParams, close_backend, make_backend, prompt_token_ids
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
+from micota.io import atomic_write_json, read_json
 from micota.manifest import MANIFEST, read_manifest, write_manifest
 from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
 
 SHARD_GLOB = "samples-*.jsonl"
+RUN_CONFIG = ".run_config.json"  # the config of the run writing the shards (names changed keys on a mismatch)
 # fields that change how work is scheduled or where it goes, not what a completion is
 RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
             "server_url", "served_model_name", "concurrency", "request_timeout", "max_retries",
@@ -132,7 +133,7 @@ def load_samples(out_dir: str | Path) -> list[Sample]:
     return read_jsonl_dir(out, Sample, pattern=SHARD_GLOB)
 
 
-def _check_existing(out: Path, chash: str) -> list[Sample]:
+def _check_existing(out: Path, chash: str, cfg: "GenerateConfig | None" = None) -> list[Sample]:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     if not out.is_dir():
@@ -140,13 +141,23 @@ def _check_existing(out: Path, chash: str) -> list[Sample]:
     man = read_manifest(out)
     if man is not None and man.get("stage") != "generate":
         raise UserError(f"{out}: holds a {man.get('stage')!r} output, not generate samples; choose another --out")
+    def changed(old_hash: str | None, stored: dict[str, Any] | None) -> str:
+        from micota.rerun import config_changes, describe_changes
+
+        new = cfg.model_dump(mode="json") if cfg is not None else {}
+        keys = config_changes(stored or {}, new, RUN_ONLY) if stored and new else []
+        return describe_changes(stored or {}, new, keys) if keys else f"{old_hash} != {chash}"
+
     if man is not None and man.get("sample_config_hash") != chash:
         raise UserError(f"{out}: finished with a different model/sampling/prompt config "
-                        f"({man.get('sample_config_hash')} != {chash}); choose another --out")
+                        f"({changed(man.get('sample_config_hash'), man.get('config'))}); "
+                        "pass --overwrite to replace it or choose another --out")
     existing = load_samples(out)
     for s in existing:
         if s.config_hash != chash:
-            raise UserError(f"{out}: holds samples from a different config ({s.config_hash} != {chash}); choose another --out")
+            stored = read_json(out / RUN_CONFIG) if (out / RUN_CONFIG).is_file() else None
+            raise UserError(f"{out}: holds unfinished samples from a different config ({changed(s.config_hash, stored)}); "
+                            "pass --overwrite to replace them or choose another --out")
     return existing
 
 
@@ -160,7 +171,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
     out = Path(cfg.out)
     chash = cfg.sample_config_hash()
-    existing = _check_existing(out, chash)
+    existing = _check_existing(out, chash, cfg)
     done = {s.key for s in existing}
     if len(done) != len(existing):
         raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
@@ -172,7 +183,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         own = be is None  # built here: closed (engine shut down) when this stage ends
         be = be or build_backend(cfg, cfg.model)
         try:
-            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template)
+            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template, len(problems) * cfg.n)
             dropped_long = len(skipped)
             problems = [p for p in problems if p.id not in skipped]
         finally:
@@ -199,7 +210,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
 
 
 def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], done: set[tuple[str, int]],
-                      th: str | None, chash: str, out: Path, template: str | None) -> tuple[str, int, set[str]]:
+                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int) -> tuple[str, int, set[str]]:
     """Render the pending problems and write their samples into a new shard; (template hash, rows
     written, ids of problems skipped because their prompt does not fit the context)."""
     tok = be.tokenizer
@@ -218,8 +229,9 @@ def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[
     for old in out.glob(SHARD_GLOB):
         JsonlAppender(old).close()  # truncates a torn last line left by a killed run
     (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+    atomic_write_json(out / RUN_CONFIG, cfg.model_dump(mode="json"))
     shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
-    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard), skipped
+    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, n_wanted), skipped
 
 
 def context_length(be: GenerationBackend) -> int | None:
@@ -267,14 +279,15 @@ def _results(be: GenerationBackend, batches: list[list[Problem]], prompts: dict[
 
 
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
-         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path) -> int:
-    from tqdm import tqdm
+         ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path, n_wanted: int) -> int:
+    from micota.progress import progress_bar
 
     params = cfg.sampling_params()
     written = 0
     batches = [pending[i:i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
-    with JsonlAppender(shard) as w, tqdm(total=len(pending) * cfg.n, desc=f"generate {Path(cfg.out).name}",
-                                          unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    todo = sum((p.id, i) not in done for p in pending for i in range(cfg.n))
+    with JsonlAppender(shard) as w, progress_bar(n_wanted, desc=f"generate {Path(cfg.out).name}",
+                                                 done=n_wanted - todo) as bar:
         for group in _results(be, batches, prompts, params):
             rows = []
             for p, comps in group:
@@ -287,5 +300,5 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
                         template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
                         reference=p.answer))
             written += w.write_batch(rows)
-            bar.update(len(group) * cfg.n)
+            bar.update(len(rows))
     return written

@@ -14,10 +14,20 @@ Status: ``cached`` (complete manifest: skipped), ``resume`` (directory exists wi
 manifest: the stage resumes from what it wrote), ``run``. The reason for ``run`` compares against the
 state recorded by the last successful run of that instance (``OUT/.pipeline/state/*.json``):
 never run / config changed (which keys) / input changed (which stage or file) / version changed.
+
+Paths: a relative input path in a pipeline file (``data:``, a stage key, ``launcher.config_file``)
+is relative to **the pipeline file's directory**, not the current directory, so a recipe runs the
+same from anywhere; ``out:`` (the output root) is relative to the current directory. A string is
+taken as a path when it starts with ``./``, ``../``, ``/`` or ``~``, ends in a file suffix
+(``.jsonl``, ``.json``, ``.yaml``, ``.jinja``, ``.gguf``, …), or names something that exists next
+to the pipeline file; anything else (``gsm8k``, ``Qwen/Qwen2.5-7B-Instruct``) is a name.
+:func:`check_plan` fails the plan — dry run included — when an input file or directory is missing,
+or when a stage that will run needs an optional extra (``vllm``, ``deepspeed``) that is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -243,6 +253,69 @@ def _external_paths(value: Any, out_prefix: str) -> list[str]:
     return sorted(set(found))
 
 
+# ----------------------------------------------------------------------------- input paths and checks
+_FILE_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".jinja", ".gguf", ".safetensors", ".txt", ".csv", ".parquet")
+
+
+def _is_path_like(s: str) -> bool:
+    return s.startswith(("./", "../", "/", "~")) or s.lower().endswith(_FILE_SUFFIXES)
+
+
+def _resolve_paths(value: Any, base: Path, where: str, missing: dict[str, list[str]]) -> Any:
+    """Relative path-like strings -> paths under ``base``; missing path-like inputs are collected."""
+    def visit(v: Any, w: str) -> Any:
+        if isinstance(v, dict):
+            return {k: visit(x, f"{w}.{k}") for k, x in v.items()}
+        if isinstance(v, list):
+            return [visit(x, f"{w}.{j}") for j, x in enumerate(v)]
+        if not isinstance(v, str) or not v or "${" in v or "\n" in v or len(v) > 1024:
+            return v
+        p = Path(v).expanduser()
+        if not p.is_absolute():
+            cand = base / p
+            if not (_is_path_like(v) or (os.sep in v and cand.exists())):
+                return v  # a name: benchmark, alias, hub id
+            p = cand
+        if not p.exists():
+            missing.setdefault(str(p), [])
+            if w not in missing[str(p)]:
+                missing[str(p)].append(w)
+        return str(p)
+
+    return visit(value, where)
+
+
+def _needs_extras(inst: Instance) -> dict[str, str]:
+    """Optional packages the stage needs: {module: why}."""
+    cfg, need = inst.config, {}
+    if getattr(cfg, "backend", None) == "vllm":
+        need["vllm"] = "backend: vllm"
+    if getattr(cfg, "deepspeed", None):
+        need["deepspeed"] = "deepspeed config"
+    lau = inst.launcher
+    if lau is not None and lau.type == "accelerate":
+        need["accelerate"] = "launcher: accelerate"
+        if lau.config_file and Path(lau.config_file).is_file() and "deepspeed" in Path(lau.config_file).read_text(
+                encoding="utf-8", errors="replace").lower():
+            need["deepspeed"] = f"launcher config {Path(lau.config_file).name}"
+    return need
+
+
+def check_plan(plan: "Plan") -> None:
+    """Fail (one line listing every problem) when a stage that will run lacks an optional extra."""
+    lacking: dict[str, list[str]] = {}
+    for inst in plan.instances:
+        if inst.status == "cached":
+            continue
+        for mod, why in _needs_extras(inst).items():
+            if importlib.util.find_spec(mod) is None:
+                lacking.setdefault(mod, []).append(f"{inst.name} ({why})")
+    if lacking:
+        raise UserError("missing optional extras: " + "; ".join(
+            f"{mod} for {', '.join(who)} — pip install 'micota[{mod}]'" if mod in ("vllm", "deepspeed")
+            else f"{mod} for {', '.join(who)}" for mod, who in lacking.items()))
+
+
 # ----------------------------------------------------------------------------- planning
 def _check_fields(inst: Instance, cls: type[StageConfig], out_field: str) -> None:
     for k in inst.fields:
@@ -286,7 +359,19 @@ def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None) -> Plan:
         raise UserError("no output directory: pass --out DIR or set 'out:' in the pipeline file")
     out_dir = Path(root)
     out_prefix = str(out_dir) + os.sep
+    base = Path(spec.source).resolve().parent if spec.source else Path.cwd()
+    missing: dict[str, list[str]] = {}  # path -> where it is used
     insts = _expand(spec)
+    for i in insts:
+        i.fields = {k: _resolve_paths(v, base, i.origin[k], missing) for k, v in i.fields.items()}
+    launchers = {"launcher": spec.launcher, **{f"stages.{st.name}.launcher": st.launcher for st in spec.stages}}
+    for where, lau in launchers.items():
+        if lau is not None and lau.config_file:
+            lau.config_file = _resolve_paths(lau.config_file, base, f"{where}.config_file", missing)
+    if missing:
+        raise UserError(f"{len(missing)} input path{'s' if len(missing) > 1 else ''} not found (relative paths are "
+                        f"relative to the pipeline file's directory {base}): "
+                        + "; ".join(f"{p} (used by {', '.join(w[:3])}{', …' if len(w) > 3 else ''})" for p, w in missing.items()))
     by_stage: dict[str, list[Instance]] = {}
     for i in insts:
         by_stage.setdefault(i.stage.name, []).append(i)
@@ -327,7 +412,9 @@ def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None) -> Plan:
             inst.status, inst.reason = "resume", "incomplete output: resumes"
         else:
             inst.status, inst.reason = "run", _why(inst, out_dir)
-    return Plan(spec, out_dir, order)
+    plan = Plan(spec, out_dir, order)
+    check_plan(plan)
+    return plan
 
 
 def state_record(inst: Instance) -> dict[str, Any]:

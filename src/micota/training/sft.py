@@ -10,7 +10,8 @@ Flow of :func:`train`:
    tokens. Examples longer than ``max_length`` are dropped and counted, never truncated; if all are
    over, it is an error.
 2. TRL trains on the pre-tokenized ``input_ids`` + ``completion_mask`` with
-   ``completion_only_loss=True`` (loss on completion tokens only), ``max_length`` set explicitly,
+   ``completion_only_loss=True`` (loss on completion tokens only), ``max_length`` given to TRL only to pack to
+   (without packing TRL gets none: pre-flight already dropped longer examples, so its "Truncating" pass is skipped),
    optional packing (best-fit decreasing, padding-free positions so packed examples do not attend
    to each other), cosine schedule with warmup, resumable checkpoints in ``.OUT.checkpoints``.
 3. The final model (LoRA merged into full weights) goes to ``.OUT.partial`` and is renamed to OUT
@@ -185,6 +186,34 @@ def _checkpoint_problem(ckpt: Path) -> str | None:
     return None
 
 
+def _log_line_callback() -> Any:
+    """When stderr is not a terminal (Slurm logs, CI, ``2> log``): one line per logging step on
+    stderr — ``train step 8/16 (50%) loss 2.310 lr 4.1e-05 grad_norm 1.2 · 12 s elapsed, ETA 12 s``
+    — instead of tqdm redraws or Trainer's bare dict on stdout."""
+    import sys
+
+    from transformers import TrainerCallback
+
+    class LogLine(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            self.t0, self.step0 = time.time(), state.global_step
+            if state.is_world_process_zero and state.global_step:
+                print(f"train: resuming at step {state.global_step}/{state.max_steps}", file=sys.stderr, flush=True)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            step, total = state.global_step, state.max_steps
+            spent = time.time() - self.t0
+            done = max(step - self.step0, 1)
+            eta = spent / done * max(total - step, 0)
+            vals = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k in ("loss", "learning_rate", "grad_norm"))
+            print(f"train step {step}/{total} ({100 * step / max(total, 1):.0f}%) {vals} · "
+                  f"{spent:.0f} s elapsed, ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+    return LogLine()
+
+
 def _last_checkpoint(ckpt_dir: Path) -> str | None:
     """The Trainer's newest intact ``checkpoint-<step>`` folder, if any; a corrupt newer one (a
     kill or full disk while saving) is reported and skipped, so resume falls back to the previous."""
@@ -259,7 +288,9 @@ def train(cfg: TrainConfig) -> Path:
         data_seed=cfg.seed,
         bf16=_use_bf16(cfg),
         activation_checkpointing=cfg.gradient_checkpointing,  # the new name of gradient_checkpointing
-        max_length=cfg.max_length,
+        # examples over max_length were dropped in pre-flight, so nothing is left to truncate; TRL would
+        # still run (and print) a "Truncating train dataset" pass, so it only gets max_length to pack to
+        max_length=cfg.max_length if cfg.packing else None,
         packing=cfg.packing,
         completion_only_loss=True,
         report_to="none",
@@ -287,6 +318,11 @@ def train(cfg: TrainConfig) -> Path:
     dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "completion_mask")} for r in rows])
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
     trainer.add_callback(_no_final_checkpoint_callback())
+    if args.disable_tqdm:  # not a terminal: a log line per logging step instead of Trainer's dict on stdout
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_log_line_callback())
     trainer.micota_tokens, trainer.micota_supervised, trainer.micota_seen = 0, 0, []
     if trace_dir:
         trainer.micota_ids = {tuple(r["input_ids"]): r["id"] for r in rows}
