@@ -5,6 +5,7 @@ tree come from ``wait4`` (``ru_maxrss``). The I/O floor reads both inputs and wr
 the same size. Prints medians and ratios for dare_ties and ties.
 
     .venv/bin/python benchmarks/merge_vs_mergekit.py [--reps 3] [--quick] [--workdir DIR]
+        [--methods dare_ties,ties] [--contenders micota,mergekit,mergekit-j1,io-floor]
 
 ``--quick`` uses a 4-layer, 32k-vocabulary shape (a smoke run; report the default figures).
 """
@@ -41,8 +42,8 @@ with open(out / "model.safetensors", "wb") as fh:
 """
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes of the child tree) for one whole process."""
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS bytes, CPU seconds user + system) of one whole process (and its children)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
@@ -50,7 +51,7 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--methods", default="dare_ties,ties")
+    ap.add_argument("--contenders", default="micota,mergekit,mergekit-j1,io-floor",
+                    help="subset to run (mergekit = its defaults; mergekit-j1 = -j 1 --out-shard-size 100M)")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
@@ -75,7 +78,7 @@ def main() -> None:
 
     env = {"HF_HUB_OFFLINE": "1"}
     params = {"dare_ties": "weight: 0.5, density: 0.5", "ties": "weight: 0.5, density: 0.5"}
-    results: dict[str, dict[str, list[tuple[float, int]]]] = {}
+    results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
     for method in args.methods.split(","):
         cfg = work / f"{method}.yaml"
         cfg.write_text(f"merge_method: {method}\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
@@ -84,31 +87,37 @@ def main() -> None:
             "micota": [PY, "-m", "micota", "merge", str(cfg), "{out}", "--seed", "0"],
             "mergekit": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "--no-write-model-card",
                          "--quiet"],
-            "mergekit -j1 100M": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",
+            "mergekit-j1": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",
                                   "--out-shard-size", "100M", "--no-write-model-card", "--quiet"],
             "io-floor": [PY, "-c", IO_FLOOR, str(base), str(ft), "{out}"],
         }
+        contenders = {k: v for k, v in contenders.items() if k in args.contenders.split(",")}
         results[method] = {k: [] for k in contenders}
         for rep in range(args.reps):
             for name, cmd in contenders.items():
                 out = work / "out"
                 shutil.rmtree(out, ignore_errors=True)
-                wall, rss = run([c.replace("{out}", str(out)) for c in cmd], env)
-                results[method][name].append((wall, rss))
-                print(f"{method:10s} rep {rep} {name:18s} {wall:7.2f} s  {rss / 2**20:7.0f} MiB", file=sys.stderr, flush=True)
+                wall, rss, cpu = run([c.replace("{out}", str(out)) for c in cmd], env)
+                results[method][name].append((wall, rss, cpu))
+                print(f"{method:10s} rep {rep} {name:18s} {wall:7.2f} s wall {cpu:7.2f} s cpu {rss / 2**20:7.0f} MiB",
+                      file=sys.stderr, flush=True)
         shutil.rmtree(work / "out", ignore_errors=True)
 
-    print(f"\n| method | contender | wall s (median of {args.reps}) | peak RSS MiB |")
-    print("|---|---|---|---|")
+    print(f"\n| method | contender | wall s (median of {args.reps}) | CPU s (median) | peak RSS MiB (max) |")
+    print("|---|---|---|---|---|")
     for method, by in results.items():
-        med = {k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in by.items()}
-        for k, (w, r) in med.items():
-            print(f"| {method} | {k} | {w:.2f} | {r / 2**20:.0f} |")
-        best_mk = min(med["mergekit"][0], med["mergekit -j1 100M"][0])
-        low_rss = min(med["mergekit"][1], med["mergekit -j1 100M"][1])
-        m = med["micota"]
-        print(f"| {method} | **ratios** | mergekit-best/micota = {best_mk / m[0]:.2f}x, micota/io-floor = "
-              f"{m[0] / med['io-floor'][0]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} |")
+        med = {k: (statistics.median(x[0] for x in v), max(x[1] for x in v), statistics.median(x[2] for x in v))
+               for k, v in by.items()}
+        for k, (w, r, c) in med.items():
+            print(f"| {method} | {k} | {w:.2f} | {c:.2f} | {r / 2**20:.0f} |")
+        mk = [med[k] for k in ("mergekit", "mergekit-j1") if k in med]
+        if "micota" not in med or not mk or "io-floor" not in med:
+            continue
+        best_mk, low_rss, best_cpu = min(x[0] for x in mk), min(x[1] for x in mk), min(x[2] for x in mk)
+        m, floor = med["micota"], med["io-floor"]
+        print(f"| {method} | **ratios** | wall: mergekit-best/micota = {best_mk / m[0]:.2f}x (goal >= 3), micota/io-floor = "
+              f"{m[0] / floor[0]:.2f}x (goal <= 1.5) | CPU: mergekit-best/micota = {best_cpu / m[2]:.2f}x, micota/io-floor = "
+              f"{m[2] / floor[2]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} (goal <= 0.33) |")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -112,3 +113,34 @@ def test_chunked_single_model_path_matches_whole_tensor_math(tmp_path, monkeypat
     a, b = runs["dare_ties", 1 << 22], runs["dare_ties", 1000]  # same masks; rescale sums in float64
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     assert any(not torch.equal(a[k], load_file(base / "model.safetensors")[k]) for k in a)
+
+
+def test_streamed_big_tensors_equal_the_in_memory_path_and_hashes_are_one_pass(tmp_path, monkeypatch):
+    """Tensors above STREAM_MIN are merged in two passes over blocks read from the (sharded) files:
+    byte-identical to merging them in memory; the inputs' sha256 (computed from the merge's own reads)
+    equal micota.io's."""
+    from micota.io import sha256_file
+    from micota.merging import engine, sparsify
+
+    base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=False, hidden=64, intermediate=128, vocab=128,
+                            shard_size=20_000)
+    assert len(list(base.glob("*.safetensors"))) > 3
+    monkeypatch.setattr(sparsify, "CHUNK", 1000)
+    monkeypatch.setattr(sparsify, "_CHUNK", 1000)
+    outs = {}
+    for stream_min in (2000, 10**12):  # streams every tensor above 2000 elements / none
+        monkeypatch.setattr(engine, "STREAM_MIN", stream_min)
+        for method, density in (("dare_ties", 0.4), ("task_arithmetic", None), ("dare_linear", 0.6)):
+            out = merge(MergeConfig.two_model(base, ft, method=method, weight=0.7, density=density, seed=3,
+                                              out=tmp_path / f"{method}-{stream_min}", threads=2))
+            outs[method, stream_min] = out
+    for method in ("dare_ties", "task_arithmetic", "dare_linear"):
+        a, b = outs[method, 2000], outs[method, 10**12]
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes(), method
+        ra, rb = (json.loads((x / "merge_report.json").read_text()) for x in (a, b))
+        assert ra["tensors"] == rb["tensors"] and ra["task_vector"] == pytest.approx(rb["task_vector"], rel=1e-9)
+        assert ra["tensors"]["model.embed_tokens.weight"]["delta_l1"][0] > 0
+    files = json.loads((outs["dare_ties", 2000] / "merge_report.json").read_text())["inputs"]["model_0"]["files"]
+    assert files and all(files[f] == sha256_file(ft / f) for f in files)
+    manifest = json.loads((outs["dare_ties", 2000] / "manifest.json").read_text())
+    assert manifest["inputs"] == {"base": sha256_path(base), "model_0": sha256_path(ft)}

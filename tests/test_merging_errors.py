@@ -126,9 +126,14 @@ def test_write_failing_midway_leaves_nothing(tmp_path, cli, small_disk):
 def test_sigkill_mid_merge_leaves_no_complete_out(tmp_path):
     base, (ft,) = make_pair(tmp_path / "m", hidden=512, intermediate=2048, layers=4, vocab=4096, dtype="float32")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "micota", *two(base, ft, out, "--threads", "1")],
+    # the child pauses after its first tensor is written (a seam in the child, not in micota), so the kill
+    # lands mid-merge however fast the merge or busy the machine
+    child = ("import sys, time\nfrom micota.merging import tensorio\nwrite = tensorio.ShardedWriter.write\n"
+             "def slow(self, *a, **k):\n    write(self, *a, **k)\n    time.sleep(600)\n"
+             "tensorio.ShardedWriter.write = slow\nfrom micota.cli import main\nsys.argv = ['micota', *sys.argv[1:]]\nmain()\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, *two(base, ft, out, "--threads", "1")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    deadline = time.time() + 300
     partial = []
     while time.time() < deadline and not partial and proc.poll() is None:
         partial = [p for p in tmp_path.iterdir() if p.name.startswith(".out.") and any(p.glob("*.safetensors"))]

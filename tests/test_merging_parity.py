@@ -9,7 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from micota.merging import from_mergekit_yaml, merge
+from micota.merging import MergeConfig, from_mergekit_yaml, merge
 from micota.merging.synth import make_pair
 
 CASES = [  # arch, dtype, tied, number of fine-tunes
@@ -104,3 +104,89 @@ def test_default_mode_ties_keeps_same_count_as_mergekit_in_bf16(tmp_path):
         assert int((ours[name] != b[name]).sum()) <= int(0.4 * b[name].numel()) + 1
         kept_ref, kept_ours = (ref[name] != b[name]).sum(), (ours[name] != b[name]).sum()
         assert abs(int(kept_ref) - int(kept_ours)) <= 0, name
+
+
+TWO_MODEL_YAML = {  # the mergekit YAML a user would write for "the fine-tune's share is w"
+    "linear": "merge_method: linear\nbase_model: {b}\nmodels:\n  - model: {b}\n    parameters: {{weight: {wb}}}\n"
+              "  - model: {f}\n    parameters: {{weight: {w}}}\ndtype: {dt}\n",
+    "slerp": "merge_method: slerp\nbase_model: {b}\nmodels:\n  - model: {b}\n  - model: {f}\nparameters: {{t: {w}}}\n",
+    "task_arithmetic": "merge_method: task_arithmetic\nbase_model: {b}\nmodels:\n  - model: {f}\n"
+                       "    parameters: {{weight: {w}}}\ndtype: {dt}\n",
+}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_two_model_weight_is_the_finetunes_share_as_in_mergekit_yaml(tmp_path, cli, dtype):
+    """``micota merge --base B --finetuned F --method M --weight w`` == the equivalent mergekit YAML."""
+    base, (ft,) = make_pair(tmp_path / "m", dtype=dtype, tie=False)
+    b, f = tensors(base), tensors(ft)
+    w = 0.3
+    for method, text in TWO_MODEL_YAML.items():
+        (tmp_path / f"{method}.yaml").write_text(text.format(b=base, f=ft, w=w, wb=round(1 - w, 10), dt=dtype))
+        run_mergekit((tmp_path / f"{method}.yaml").read_text(), tmp_path / f"mk-{method}", seed=0)
+        r = cli("merge", "--base", str(base), "--finetuned", str(ft), "--method", method, "--weight", str(w),
+                str(tmp_path / f"ours-{method}"))
+        assert r.returncode == 0, r.stderr
+        ours = tensors(tmp_path / f"ours-{method}")
+        assert_bytes_equal(ours, tensors(tmp_path / f"mk-{method}"), f"two-model {method}")
+        # and what a user means by it, checked by hand: 30% of the way from the base to the fine-tune
+        name = "model.layers.0.mlp.up_proj.weight"
+        x, y = b[name].double(), f[name].double()
+        expect = (1 - w) * x + w * y
+        if method == "slerp":  # along the great circle: sin((1−t)θ)/sin θ·b + sin(tθ)/sin θ·f
+            theta = torch.acos((x / x.norm() * y / y.norm()).sum())
+            expect = (torch.sin((1 - w) * theta) * x + torch.sin(w * theta) * y) / torch.sin(theta)
+        rtol, atol = (2e-2, 2e-4) if dtype == "bfloat16" else (1e-5, 1e-7)  # bf16: δ and the output are rounded
+        assert torch.allclose(ours[name].double(), expect, rtol=rtol, atol=atol), method
+    # the end points are the inputs themselves
+    for w_end, ref in ((0.0, b), (1.0, f)):
+        out = merge(MergeConfig.two_model(base, ft, method="linear", weight=w_end, out=tmp_path / f"end{w_end}"))
+        assert_bytes_equal(tensors(out), ref, f"linear w={w_end}")
+
+
+def test_two_model_linear_rejects_density_and_missing_weight(tmp_path):
+    from micota.errors import UserError
+
+    base, (ft,) = make_pair(tmp_path / "m")
+    with pytest.raises(UserError, match="density"):
+        MergeConfig.two_model(base, ft, method="linear", weight=0.5, density=0.5)
+    with pytest.raises(UserError, match="weight is required"):
+        MergeConfig.two_model(base, ft, method="slerp", weight=None)
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        MergeConfig.two_model(base, ft, method="linear", weight=1.5)
+
+
+def test_report_task_vector_norms_match_a_hand_computation(tmp_path):
+    """merge_report.json's task_vector: ‖θ_base‖₂ and ‖θ_ft − θ_base‖₂ over every floating tensor, before
+    sparsification and weighting (so the same for every method and weight)."""
+    import math
+
+    base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=True, noise=0.01)
+    b, f = tensors(base), tensors(ft)
+    bn = math.sqrt(sum(float((v.double() ** 2).sum()) for v in b.values()))
+    dn = math.sqrt(sum(float(((f[k].double() - v.double()) ** 2).sum()) for k, v in b.items()))
+    for method, kw in (("dare_ties", {"weight": 0.5, "density": 0.3}), ("linear", {"weight": 0.2}), ("ties", {"weight": 1.0, "density": 0.8})):
+        out = merge(MergeConfig.two_model(base, ft, method=method, out=tmp_path / method, **kw))
+        tv = json_load(out / "merge_report.json")["task_vector"]
+        assert tv["base_norm"] == pytest.approx(bn, rel=1e-6) and tv["delta_norm"] == pytest.approx(dn, rel=1e-6)
+        assert tv["relative"] == pytest.approx(dn / bn, rel=1e-6) and 0.1 < tv["relative"] < 1
+        assert all("_task_vector_sq" not in s for s in json_load(out / "merge_report.json")["tensors"].values())
+
+
+def test_mergekit_compatible_on_sharded_inputs_with_tensors_larger_than_a_chunk(tmp_path):
+    """Byte-identity with mergekit also when tensors exceed the engine's chunk (the embedding here has
+    8.96M elements > 2 chunks of 4M, so the default mode streams it) and the inputs come in shards."""
+    from micota.merging import sparsify
+
+    base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=True, hidden=64, intermediate=128, vocab=140_000,
+                            shard_size=6_000_000)
+    assert len(list(base.glob("*.safetensors"))) >= 2 and (base / "model.safetensors.index.json").is_file()
+    assert 140_000 * 64 > 2 * sparsify.CHUNK
+    for method in ("dare_ties", "ties", "task_arithmetic"):
+        cfg = tmp_path / f"{method}.yaml"
+        cfg.write_text(yaml_for(method, base, [ft], "bfloat16"))
+        run_mergekit(cfg.read_text(), tmp_path / f"mk-{method}", seed=5)
+        ours = merge(from_mergekit_yaml(cfg, out=str(tmp_path / f"mc-{method}"), seed=5, mergekit_compatible=True))
+        assert_bytes_equal(tensors(ours), tensors(tmp_path / f"mk-{method}"), f"{method} --mergekit-compatible, sharded, big")
+    ours = tensors(merge(from_mergekit_yaml(tmp_path / "task_arithmetic.yaml", out=str(tmp_path / "df"))))
+    assert_bytes_equal(ours, tensors(tmp_path / "mk-task_arithmetic"), "task_arithmetic default mode (embedding streamed)")

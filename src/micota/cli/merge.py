@@ -6,6 +6,9 @@ Two forms::
     micota merge --base DIR --finetuned DIR --method dare_ties --weight 0.5 --density 0.5 --seed 0 --out OUT
 
 ``OUT`` as a last positional argument (the old spelling) is still accepted, with a deprecation line.
+
+In the two-model form ``--weight w`` is the fine-tune's share for every method: task-vector methods
+add w·δ (δ = fine-tune − base); ``linear`` gives (1−w)·base + w·fine-tune; ``slerp`` uses t = w.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def _build(paths: list[str], out: Optional[str], base: Optional[str], finetuned:
             raise UserError("--base and --finetuned go together")
         if paths:
             raise UserError(f"with --base/--finetuned give no CONFIG.yaml (got {paths[0]!r})")
-        return MergeConfig.build({"method": method or "dare_ties", "base": base, "out": out,
-                                  "models": [{"model": finetuned, "parameters": params}], **options})
+        weight, density = params.pop("weight", None), params.pop("density", None)
+        return MergeConfig.two_model(base, finetuned, method=method or "dare_ties", weight=weight, density=density,
+                                     out=out, parameters=params, **options)
     if len(paths) != 1:
         raise UserError("usage: micota merge CONFIG.yaml --out OUT  (or --base DIR --finetuned DIR --out OUT)")
     if params:
@@ -67,7 +71,7 @@ def register(app: typer.Typer) -> None:
         finetuned: Optional[str] = typer.Option(None, help="Fine-tuned model folder (two-model form)."),
         method: Optional[str] = typer.Option(None, help="Merge method: linear, task_arithmetic, ties, dare_ties, dare_linear, "
                                              "breadcrumbs, breadcrumbs_ties, della, della_linear, slerp." + _d("method")),
-        weight: Optional[float] = typer.Option(None, help="Weight of the fine-tune's task vector. [default: 1.0]"),
+        weight: Optional[float] = typer.Option(None, help="The fine-tune's share (two-model form): task-vector methods add w·(fine-tune − base); linear = (1−w)·base + w·fine-tune; slerp t = w."),
         density: Optional[float] = typer.Option(None, help="Fraction of the task vector kept, in (0, 1] (dare/ties/della)."),
         gamma: Optional[float] = typer.Option(None, help="breadcrumbs: fraction of largest outliers dropped."),
         epsilon: Optional[float] = typer.Option(None, help="della: keep-probability spread."),

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(run_demo(out, quick=quick))
 
     try:
-        from micota.pipeline.merge_search import MergeSearchConfig, merge_search
+        from micota.pipeline.merge_search import MergeSearchConfig, merge_search, summary
     except ModuleNotFoundError as e:  # the merge engine is not installed in this tree
         if not (e.name or "").startswith("micota"):
             raise
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
     from micota.cli._auto import config_command
 
     config_command(app, "merge-search", MergeSearchConfig, merge_search,
-                   help="Sweep the merge weight to hit a target trace-length ratio; write the chosen merged model.",
-                   on_result=lambda r: typer.echo(str(r)), flags={"probe": "problems"},
+                   help="Accuracy × length Pareto search over merge methods, weights and densities on a dev split; "
+                        "write the table, the Pareto plot and the chosen merged model.",
+                   on_result=lambda r: typer.echo(summary(r)), flags={"probe": "problems"},
                    rerun_ignore=("batch_size", "device", "tensor_parallel_size"))

@@ -49,14 +49,46 @@ class MergeConfig(StageConfig):
 
     @classmethod
     def two_model(cls, base: str | os.PathLike, finetuned: str | os.PathLike, *, method: str = "dare_ties",
-                  weight: float = 1.0, density: float | None = None, seed: int = 0,
-                  out: str | os.PathLike | None = None, **kwargs: Any) -> "MergeConfig":
-        """The MiCoTA case: one fine-tune merged onto its own base (``--base``/``--finetuned`` on the CLI)."""
-        params: dict[str, Any] = {"weight": weight}
+                  weight: float | None = 1.0, density: float | None = None, seed: int = 0,
+                  out: str | os.PathLike | None = None, parameters: dict[str, Any] | None = None,
+                  **kwargs: Any) -> "MergeConfig":
+        """The MiCoTA case: one fine-tune merged onto its own base (``--base``/``--finetuned`` on the CLI).
+
+        ``weight`` w is the fine-tune's share for every method:
+
+        - task-vector methods (task_arithmetic, ties, dare_*, breadcrumbs*, della*): ``b + w·S(δ)``,
+          δ = fine-tune − base (``weight`` of the fine-tune, as in their mergekit YAML);
+        - ``linear``: ``(1−w)·base + w·fine-tune`` — the YAML ``models: [{base, weight: 1−w},
+          {fine-tune, weight: w}]``;
+        - ``slerp``: ``t = w`` (t = 0 is the base, t = 1 the fine-tune).
+
+        ``parameters`` are further per-model parameters (``gamma``, ``epsilon``); ``density`` does not
+        apply to linear or slerp. ``weight=None`` leaves the weight unset (an error for methods needing it).
+        """
+        base_s, ft_s = os.fspath(base), os.fspath(finetuned)
+        params: dict[str, Any] = {k: v for k, v in (parameters or {}).items() if v is not None}
+        if method in ("linear", "slerp"):
+            extra = sorted(params) + (["density"] if density is not None else [])
+            if extra:
+                raise UserError(f"{method}: parameter '{extra[0]}' does not apply (two-model {method} takes only --weight)")
+            if weight is None:
+                raise UserError(f"{method}: --weight is required (the fine-tune's share, 0 = base, 1 = fine-tune)")
+            if not 0 <= weight <= 1:
+                raise UserError(f"{method}: weight must be in [0, 1] (the fine-tune's share), got {weight}")
+            if method == "linear":
+                models = [{"model": base_s, "parameters": {"weight": 1 - weight}},
+                          {"model": ft_s, "parameters": {"weight": weight}}]
+                shared: dict[str, Any] = {}
+            else:
+                models, shared = [{"model": ft_s, "parameters": {}}], {"t": weight}
+            return cls.build({"method": method, "base": base_s, "seed": seed, "models": models, "parameters": shared,
+                              "out": os.fspath(out) if out is not None else None, **kwargs})
+        if weight is not None:
+            params["weight"] = weight
         if density is not None:
             params["density"] = density
-        return cls.build({"method": method, "base": os.fspath(base), "seed": seed,
-                          "models": [{"model": os.fspath(finetuned), "parameters": params}],
+        return cls.build({"method": method, "base": base_s, "seed": seed,
+                          "models": [{"model": ft_s, "parameters": params}],
                           "out": os.fspath(out) if out is not None else None, **kwargs})
 
 

@@ -36,9 +36,10 @@ from micota.finite import all_finite
 from micota.io import atomic_dir, atomic_write_json, sha256_file
 from micota.manifest import write_manifest
 from micota.merging.config import MergeConfig, parse_size
-from micota.merging.methods import TensorContext
+from micota.merging import sparsify as sp
+from micota.merging.methods import TensorContext, stream_single
 from micota.merging.plan import Plan, TensorPlan, make_plan
-from micota.merging.tensorio import ShardedWriter
+from micota.merging.tensorio import FileHasher, ShardedWriter
 
 TOKENIZER_FILES = ["tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
                    "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
@@ -72,31 +73,103 @@ class _Budget:
             self.cv.notify_all()
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+STREAM_MIN = 2 * sp.CHUNK  # tensors with more elements than this stream in blocks when they can
+
+
+def _streams(plan: Plan, t: TensorPlan, compat: bool) -> bool:
+    """Merged block by block from the files (methods.stream_single) instead of loaded whole?"""
+    return (not compat and t.merge and plan.has_base and len(plan.inputs) == 2 and plan.spec.stream is not None
+            and t.rows is None and t.work in (torch.bfloat16, torch.float32) and _numel(t.shape) > STREAM_MIN
+            and not any(i.weights.pickled for i in plan.inputs))
+
+
 def _estimate(plan: Plan, t: TensorPlan, exact_sort: bool) -> int:
-    numel = 1
-    for s in t.shape:
-        numel *= s
+    numel = _numel(t.shape)
     n = len(plan.inputs)
     es = t.work.itemsize
+    if _streams(plan, t, exact_sort):  # a few blocks: base, δ, the mask, float32 temporaries
+        return sp.CHUNK * (2 * es + 1 + 8)
     if n == 2 and not exact_sort:  # the in-place single-model path: base + δ + a bool mask
         return numel * (2 * es + 1)
     return numel * (n * es + (n + 4) * es + (12 if exact_sort else 1))
 
 
-def _load(plan: Plan, t: TensorPlan) -> list[torch.Tensor]:
-    ts = [inp.weights.read(k) for inp, k in zip(plan.inputs, t.keys)]
+def _load(plan: Plan, t: TensorPlan, hasher: FileHasher | None = None, tickets: list[int | None] | None = None) -> list[torch.Tensor]:
+    tickets = tickets or [None] * len(plan.inputs)
+    ts: list[torch.Tensor] = []
+    try:
+        for inp, k, ticket in zip(plan.inputs, t.keys, tickets):
+            ts.append(inp.weights.read(k, hasher, ticket))
+    except BaseException:
+        for inp, k, ticket in list(zip(plan.inputs, t.keys, tickets))[len(ts):]:
+            if ticket is not None and hasher is not None:
+                hasher.skip(inp.weights.infos[k].file, ticket)
+        raise
     if t.rows is not None:  # vocabulary policy: truncate, or pad rows from the largest input
         ref = next(x for x in ts if x.shape[0] >= t.rows)
         ts = [x[: t.rows] if x.shape[0] >= t.rows else torch.cat([x, ref[x.shape[0]: t.rows]]) for x in ts]
     return [x.to(t.work) for x in ts]
 
 
+def _sq_norms(base: torch.Tensor, ft: torch.Tensor) -> tuple[float, float]:
+    """(‖b‖₂², ‖f − b‖₂²) in float32 per chunk, summed in float64 (no full-size temporary)."""
+    from micota.merging.methods import _chunks
+
+    bb = dd = 0.0
+    for bc, fc in _chunks(base.contiguous(), ft.contiguous()):
+        b32 = bc.float()
+        bb += float(torch.dot(b32, b32))
+        d32 = fc.to(torch.float32, copy=True).sub_(b32)  # a copy: fc is the input itself when float32
+        dd += float(torch.dot(d32, d32))
+    return bb, dd
+
+
+def _stream_one(plan: Plan, t: TensorPlan, writer: ShardedWriter, seed: int) -> dict[str, Any]:
+    """A big tensor of a two-model merge, two passes over blocks read straight from the files."""
+    (bw, bk), (fw, fk) = [(i.weights, k) for i, k in zip(plan.inputs, t.keys)]
+    tv = [0.0, 0.0]
+    seen: set[int] = set()
+
+    def read(start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b, f = bw.read_range(bk, start, count).to(t.work), fw.read_range(fk, start, count).to(t.work)
+        if plan.task_vector and start not in seen:  # first pass only
+            seen.add(start)
+            bb, dd = _sq_norms(b, f)
+            tv[0], tv[1] = tv[0] + bb, tv[1] + dd
+        return b, f
+
+    def write(start: int, block: torch.Tensor) -> None:
+        out = block.to(t.out)
+        if not _all_finite(out):
+            raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
+        writer.write(t.name, out, byte_offset=start * out.element_size())
+
+    ctx = TensorContext(t.name, lambda i: torch.Generator().manual_seed(tensor_seed(seed, t.name, i)))
+    sparsifier, consensus = plan.spec.stream
+    with torch.no_grad():
+        stream_single(read, write, _numel(t.shape), t.work, t.per_model[0], t.shared, ctx, sparsifier, consensus)
+    stats: dict[str, Any] = {k: ([round(x, 6) for x in v] if isinstance(v, list) else v) for k, v in ctx.stats.items()}
+    if plan.task_vector:
+        stats[_TV] = (tv[0], tv[1])
+    return stats
+
+
 def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter, seed: int, compat: bool,
                shared_gen: torch.Generator) -> dict[str, Any]:
+    if _streams(plan, t, compat):
+        return _stream_one(plan, t, writer, seed)
     ts = loaded.result()
     if not t.merge:
         writer.write(t.name, ts[0])
         return {}
+    tv = _sq_norms(ts[plan.task_vector[0]], ts[plan.task_vector[1]]) if plan.task_vector else None
     gen = (lambda i: shared_gen) if compat else (lambda i: torch.Generator().manual_seed(tensor_seed(seed, t.name, i)))
     ctx = TensorContext(t.name, gen, exact_sort=compat)
     base, models = (ts[0], ts[1:]) if plan.has_base else (None, ts)
@@ -106,15 +179,31 @@ def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter,
         if not _all_finite(out):
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
     writer.write(t.name, out)
-    return {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
-            for k, v in ctx.stats.items()}
+    stats = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if isinstance(v, list) else v)
+             for k, v in ctx.stats.items()}
+    if tv is not None:
+        stats[_TV] = tv  # summed in name order by _task_vector, then dropped from the per-tensor stats
+    return stats
+
+
+_TV = "_task_vector_sq"
+
+
+def _task_vector(stats: dict[str, Any]) -> dict[str, float] | None:
+    """The report's ``task_vector`` block from the per-tensor squared norms (floating-point tensors only)."""
+    parts = [stats[k].pop(_TV) for k in sorted(stats) if _TV in stats[k]]
+    if not parts:
+        return None
+    base, delta = sum(b for b, _ in parts) ** 0.5, sum(d for _, d in parts) ** 0.5
+    return {"base_norm": base, "delta_norm": delta, "relative": delta / base if base > 0 else None}
 
 
 _all_finite = all_finite  # the shared NaN/Inf check (micota.finite), also used by bpc
 
 
-def _hash_inputs(plan: Plan) -> dict[str, Any]:
-    """Per-file sha256 of every input folder plus the folder hash (same recipe as micota.io.sha256_path)."""
+def _hash_inputs(plan: Plan, known: dict[Path, str]) -> dict[str, Any]:
+    """Per-file sha256 of every input folder plus the folder hash (same recipe as micota.io.sha256_path);
+    ``known`` are the weight files' digests computed while reading them."""
     out: dict[str, Any] = {}
     for i, inp in enumerate(plan.inputs):
         files, h = {}, hashlib.sha256()
@@ -122,7 +211,7 @@ def _hash_inputs(plan: Plan) -> dict[str, Any]:
             rel = p.relative_to(inp.folder)
             if any(part.startswith(".") for part in rel.parts) or not p.is_file():
                 continue
-            files[str(rel)] = sha256_file(p)
+            files[str(rel)] = known.get(p) or sha256_file(p)
             h.update(str(rel).encode() + b"\0" + files[str(rel)].encode() + b"\n")
         key = "base" if plan.has_base and i == 0 else f"model_{i - int(plan.has_base)}"
         out[key] = {"path": str(inp.folder), "sha256": h.hexdigest(), "files": files}
@@ -156,26 +245,28 @@ def merge(cfg: MergeConfig) -> Path:
     shard_size = parse_size(cfg.shard_size)
     threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, _cpus()))
     budget = _Budget(parse_size(cfg.max_bytes_in_flight), max_tasks=threads + 2)
-    hashes: dict[str, Any] = {}
-    hasher = threading.Thread(target=lambda: hashes.update(_hash_inputs(plan)), daemon=True)
-    hasher.start()
+    if not cfg.mergekit_compatible:  # file order: the one-pass hashing then reads nothing twice
+        first = plan.inputs[0].weights.infos
+        plan.tensors.sort(key=lambda t: (str(first[t.keys[0]].file), first[t.keys[0]].start))
+    hasher = FileHasher(sorted({f for i in plan.inputs if not i.weights.pickled for f in i.weights.files}))
     shared_gen = torch.Generator().manual_seed(cfg.seed)
     stats: dict[str, Any] = {}
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-            specs = [(t.name, t.out, t.shape) for t in plan.tensors]
+            specs = sorted((t.name, t.out, t.shape) for t in plan.tensors)  # name order, whatever the merge order
             writer = ShardedWriter(tmp, specs, shard_size)
             try:
-                _run(plan, cfg, writer, budget, threads, shared_gen, stats)
+                _run(plan, cfg, writer, budget, threads, shared_gen, stats, hasher)
                 shards = writer.finish()
             except OSError as e:
                 raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
             finally:
                 writer.close()
             _write_side_files(plan, tmp)
-            hasher.join()
+            task_vector = _task_vector(stats)
+            hashes = _hash_inputs(plan, hasher.finish())
             report = {
                 "method": cfg.method, "seed": cfg.seed, "mergekit_compatible": cfg.mergekit_compatible,
                 "parameters": cfg.parameters, "models": [m.model_dump() for m in cfg.models], "base": cfg.base,
@@ -183,7 +274,7 @@ def merge(cfg: MergeConfig) -> Path:
                 "vocab_size": plan.vocab_out, "threads": threads, "shards": shards,
                 "wall_s": round(time.time() - started, 3),
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "inputs": hashes, "tensors": stats,
+                "inputs": hashes, "task_vector": task_vector, "tensors": stats,
             }
             atomic_write_json(tmp / "merge_report.json", report)
             write_manifest(tmp, stage="merge", config=cfg, started_at=started,
@@ -199,7 +290,7 @@ def _cpus() -> int:
 
 
 def _run(plan: Plan, cfg: MergeConfig, writer: ShardedWriter, budget: _Budget, threads: int,
-         shared_gen: torch.Generator, stats: dict[str, Any]) -> None:
+         shared_gen: torch.Generator, stats: dict[str, Any], hasher: FileHasher) -> None:
     from tqdm import tqdm
 
     errors: list[BaseException] = []
@@ -212,7 +303,11 @@ def _run(plan: Plan, cfg: MergeConfig, writer: ShardedWriter, budget: _Budget, t
             if errors:
                 break
             need = budget.acquire(_estimate(plan, t, cfg.mergekit_compatible))
-            loaded = loaders.submit(_load, plan, t)
+            if _streams(plan, t, cfg.mergekit_compatible):
+                loaded = None  # read block by block by the merge task (the hasher catches up on those bytes)
+            else:
+                tickets = [hasher.schedule(i.weights.infos[k].file) for i, k in zip(plan.inputs, t.keys)]
+                loaded = loaders.submit(_load, plan, t, hasher, tickets)
             fut = workers.submit(_merge_one, plan, t, loaded, writer, cfg.seed, cfg.mergekit_compatible, shared_gen)
 
             def done(f: Future, need: int = need, name: str = t.name) -> None:
@@ -230,6 +325,8 @@ def _run(plan: Plan, cfg: MergeConfig, writer: ShardedWriter, budget: _Budget, t
             if not f.cancelled():
                 f.exception()
     finally:
+        if errors or sys.exc_info()[0] is not None:
+            hasher.abort()  # cancelled reads never take their turn: wake the readers waiting for them
         workers.shutdown(wait=True, cancel_futures=True)
         loaders.shutdown(wait=True, cancel_futures=True)
         bar.close()

@@ -43,15 +43,16 @@ class MethodSpec:
     shared: dict[str, Any]
     needs_base: bool = True
     n_models: tuple[int, int | None] = (1, None)  # (min, max) non-base models
+    stream: tuple[str | None, bool] | None = None  # (sparsifier, consensus) when stream_single can run it
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register(name: str, *, per_model: dict[str, Any], shared: dict[str, Any], needs_base: bool = True,
-             n_models: tuple[int, int | None] = (1, None)) -> Callable:
+             n_models: tuple[int, int | None] = (1, None), stream: tuple[str | None, bool] | None = None) -> Callable:
     def deco(fn: Callable) -> Callable:
-        METHODS[name] = MethodSpec(name, fn, per_model, shared, needs_base, n_models)
+        METHODS[name] = MethodSpec(name, fn, per_model, shared, needs_base, n_models, stream)
         return fn
     return deco
 
@@ -174,12 +175,65 @@ def _single_lean(base: torch.Tensor, m: torch.Tensor, p: dict, shared: dict, ctx
     return base
 
 
+def stream_single(read: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+                  write: Callable[[int, torch.Tensor], None], n: int, dt: torch.dtype, p: dict, shared: dict,
+                  ctx: TensorContext, sparsifier: str | None, consensus: bool) -> None:
+    """:func:`_single_lean` for a tensor too big to hold: two passes over ``sp.CHUNK``-element blocks.
+
+    ``read(start, count)`` returns fresh (base, fine-tune) blocks in the working dtype ``dt``, ``write(start,
+    block)`` stores merged values. Pass 1 computes ‖δ‖₁ before and after the random mask; pass 2
+    redraws the same masks (a fresh generator with the same seed, consumed block by block exactly as
+    the in-memory path consumes it chunk by chunk), applies them with the rescale and the weight and
+    writes each block. Byte-identical to :func:`_single_lean`; peak memory is a few blocks.
+    Only magnitude-free sparsifiers (none, random) stream: top-k needs the whole |δ|.
+    """
+    if n <= sp.CHUNK:  # one block: _abs_sum would use torch's own sum
+        raise ValueError("stream_single is for tensors larger than one chunk")
+    density = p.get("density", 1.0)
+    rescale = shared["rescale"] and sparsifier is not None and density < 1
+    masked = sparsifier == "random" and density < 1
+
+    def blocks(gen: torch.Generator | None):
+        for s in range(0, n, sp.CHUNK):
+            b, d = read(s, min(sp.CHUNK, n - s))
+            d.sub_(b)
+            before = float(d.abs().sum(dtype=torch.float32))
+            kept = d.numel()
+            if masked:
+                mask = torch.rand(d.shape, generator=gen) < density
+                kept = int(mask.count_nonzero())
+                d.mul_(mask)
+            yield s, b, d, before, kept
+
+    before = after = 0.0
+    kept = 0
+    for _, _, d, bsum, k in blocks(ctx.generator(0) if masked else None):
+        before, kept = before + bsum, kept + k
+        if rescale:
+            after += float(d.abs().sum(dtype=torch.float32))
+    before_t, after_t = torch.tensor(before, dtype=dt), torch.tensor(after, dtype=dt)
+    ctx.stats["delta_l1"] = [float(before_t)]
+    ctx.stats["kept_fraction"] = [round(kept / max(1, n), 6)]
+    scale = before_t / after_t if rescale and not (before_t < sp.EPS or after_t < sp.EPS) else None
+    w = torch.tensor(p["weight"], dtype=dt)
+    divisor = w if w.abs() >= 1e-8 else torch.ones((), dtype=dt)
+    for s, b, d, _, _ in blocks(ctx.generator(0) if masked else None):
+        if scale is not None:
+            d.mul_(scale)
+        d.mul_(w).add_(0.0)
+        if shared["normalize"]:
+            d.copy_(torch.where(d != 0, d / w, d)) if consensus else d.div_(divisor)
+        if shared["lambda"] != 1:
+            d.mul_(shared["lambda"])
+        write(s, b.add_(d))
+
+
 def _gta_params(normalize: bool, rescale: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(per_model={"weight": MISSING, "density": 1.0, **(extra or {})},
                 shared={"normalize": normalize, "rescale": rescale, "lambda": 1.0, "int8_mask": False})
 
 
-@register("task_arithmetic", **_gta_params(False, False))
+@register("task_arithmetic", **_gta_params(False, False), stream=(None, False))
 def task_arithmetic(base, models, per_model, shared, ctx):
     """Task arithmetic: ``b + λ·Σᵢ wᵢδᵢ`` (÷ Σᵢwᵢ if ``normalize``)."""
     return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier=None, consensus=False)
@@ -191,13 +245,13 @@ def ties(base, models, per_model, shared, ctx):
     return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="magnitude", consensus=True)
 
 
-@register("dare_ties", **_gta_params(False, True))
+@register("dare_ties", **_gta_params(False, True), stream=("random", True))
 def dare_ties(base, models, per_model, shared, ctx):
     """DARE-TIES: δ̃ᵢ = mᵢ⊙δᵢ·‖δᵢ‖₁/‖mᵢ⊙δᵢ‖₁, mᵢ ~ Bernoulli(dᵢ); sign election as TIES; ``b + λ·Σᵢ wᵢδ̃ᵢ[sgn = s]``."""
     return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="random", consensus=True)
 
 
-@register("dare_linear", **_gta_params(False, True))
+@register("dare_linear", **_gta_params(False, True), stream=("random", False))
 def dare_linear(base, models, per_model, shared, ctx):
     """DARE linear: δ̃ᵢ as DARE-TIES, no sign election: ``b + λ·Σᵢ wᵢδ̃ᵢ``."""
     return _task_arithmetic_family(base, models, per_model, shared, ctx, sparsifier="random", consensus=False)

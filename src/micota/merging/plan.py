@@ -61,6 +61,7 @@ class Plan:
     tensors: list[TensorPlan]  # sorted by name
     tied_out: bool
     vocab_out: int | None
+    task_vector: tuple[int, int] | None = None  # (base, fine-tune) input indices of a two-model merge
 
 
 def _local(spec: str, allow_pickle: bool) -> Path:
@@ -205,7 +206,11 @@ def make_plan(cfg: MergeConfig) -> Plan:
         else:
             t.per_model, t.shared = _resolve_params(cfg, spec, model_params, name, labels)
         tensors.append(t)
-    return Plan(spec, inputs, has_base, tensors, tied_out, vocab_out)
+    tv = None
+    if cfg.base and len(inputs) == 2:  # a two-model merge: ‖θ_base‖ and ‖θ_ft − θ_base‖ go in the report
+        bi = 0 if has_base else next(i for i, s in enumerate(labels) if same(s, cfg.base))
+        tv = (bi, 1 - bi)
+    return Plan(spec, inputs, has_base, tensors, tied_out, vocab_out, tv)
 
 
 def _promote(dtypes: list[torch.dtype]) -> torch.dtype:

@@ -39,10 +39,11 @@ def _shapes(config: Any) -> dict[str, tuple[int, ...]]:
     return dict(sorted(names.items()))
 
 
-def _write(folder: Path, config: Any, tensors: dict[str, tuple[int, ...]], dtype: torch.dtype, make) -> None:
+def _write(folder: Path, config: Any, tensors: dict[str, tuple[int, ...]], dtype: torch.dtype, make,
+           shard_size: int = 1 << 62) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(folder)
-    writer = ShardedWriter(folder, [(n, dtype, s) for n, s in tensors.items()], shard_size=1 << 62)
+    writer = ShardedWriter(folder, [(n, dtype, s) for n, s in tensors.items()], shard_size=shard_size)
     try:
         for name, shape in tensors.items():
             writer.write(name, make(name, shape))
@@ -54,10 +55,11 @@ def _write(folder: Path, config: Any, tensors: dict[str, tuple[int, ...]], dtype
 def make_pair(root: str | os.PathLike, *, arch: str = "qwen2", dtype: str = "bfloat16", n_finetuned: int = 1,
               noise: float = 0.01, seed: int = 0, hidden: int = 32, intermediate: int = 64, layers: int = 2,
               heads: int = 4, kv_heads: int = 2, vocab: int = 96, tie: bool = True,
-              ft_vocab: int | None = None) -> tuple[Path, list[Path]]:
+              ft_vocab: int | None = None, shard_size: int = 1 << 62) -> tuple[Path, list[Path]]:
     """Write ``root/base`` and ``root/ft{i}`` (base + noise·N(0,1) per tensor); returns their paths.
 
-    ``ft_vocab`` gives the fine-tunes a different vocabulary size (rows added/removed).
+    ``ft_vocab`` gives the fine-tunes a different vocabulary size (rows added/removed); ``shard_size``
+    (bytes) splits each model into several safetensors shards.
     """
     root = Path(root)
     dt = getattr(torch, dtype)
@@ -69,7 +71,7 @@ def make_pair(root: str | os.PathLike, *, arch: str = "qwen2", dtype: str = "bfl
         g = torch.Generator().manual_seed(seed * 1_000_003 + sum(map(ord, name)) * 7919 + len(name))
         return (torch.randn(shape, generator=g) * 0.02).to(dt)
 
-    _write(root / "base", cfg, shapes, dt, base_tensor)
+    _write(root / "base", cfg, shapes, dt, base_tensor, shard_size)
     fts = []
     for i in range(n_finetuned):
         fcfg, fshapes = cfg, shapes
@@ -85,6 +87,6 @@ def make_pair(root: str | os.PathLike, *, arch: str = "qwen2", dtype: str = "bfl
             g = torch.Generator().manual_seed(seed + 17 * (i + 1) + 31 * sum(map(ord, name)))
             return (b.float() + noise * torch.randn(shape, generator=g)).to(dt)
 
-        _write(root / f"ft{i}", fcfg, fshapes, dt, ft_tensor)
+        _write(root / f"ft{i}", fcfg, fshapes, dt, ft_tensor, shard_size)
         fts.append(root / f"ft{i}")
     return root / "base", fts

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -119,23 +120,112 @@ class ModelWeights:
     def __contains__(self, name: str) -> bool:
         return name in self.infos
 
-    def read(self, name: str) -> torch.Tensor:
-        """Read one tensor into a new, writable CPU tensor."""
+    @property
+    def pickled(self) -> bool:
+        return self._pickled is not None
+
+    def read(self, name: str, hasher: "FileHasher | None" = None, ticket: int | None = None) -> torch.Tensor:
+        """Read one tensor into a new, writable CPU tensor (its bytes fed to ``hasher`` on ``ticket``)."""
         info = self.infos[name]
         if self._pickled is not None:
             return self._pickled[name].clone()
-        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        buf = self._read_bytes(info, 0, info.nbytes, name)
+        if hasher is not None and ticket is not None:
+            hasher.feed(info.file, ticket, info.start, memoryview(buf.numpy()))
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        return buf.view(info.dtype).reshape(info.shape)
+
+    def read_range(self, name: str, start: int, count: int) -> torch.Tensor:
+        """Elements ``[start, start + count)`` of one tensor, flattened, as a new writable tensor."""
+        info = self.infos[name]
+        es = torch.empty((), dtype=info.dtype).element_size()
+        return self._read_bytes(info, start * es, count * es, name).view(info.dtype)
+
+    @staticmethod
+    def _read_bytes(info: TensorInfo, offset: int, nbytes: int, name: str) -> torch.Tensor:
+        buf = torch.empty(nbytes, dtype=torch.uint8)
         with open(info.file, "rb", buffering=0) as f:
-            f.seek(info.start)
+            f.seek(info.start + offset)
             view, got = memoryview(buf.numpy()), 0
-            while got < info.nbytes:
+            while got < nbytes:
                 n = f.readinto(view[got:])
                 if not n:
                     raise UserError(f"{info.file}: truncated while reading tensor {name!r}")
                 got += n
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=info.dtype)
-        return buf.view(info.dtype).reshape(info.shape)
+        return buf
+
+
+class FileHasher:
+    """sha256 of safetensors files computed from the tensor reads themselves (one pass over the bytes).
+
+    Reads are ticketed per file in the order they are scheduled; each ``feed`` waits for its turn, so
+    the hash sees the file front to back: a gap before a read (header, a tensor read elsewhere or not
+    at all) is read from the file and hashed first, a range already hashed is skipped. Reads in file
+    order (the engine's default order) make the gaps tiny; any order stays correct. ``finish`` hashes
+    the tail and returns ``{file: hexdigest}``. ``skip`` gives up a ticket (a failed read).
+    """
+
+    def __init__(self, files: list[Path]):
+        self._h = {f: hashlib.sha256() for f in files}
+        self._done = {f: 0 for f in files}
+        self._next = {f: 0 for f in files}
+        self._turn = {f: 0 for f in files}
+        self._cv = threading.Condition()
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Wake every waiting reader (they raise): the merge failed and pending reads were cancelled."""
+        with self._cv:
+            self._aborted = True
+            self._cv.notify_all()
+
+    def _wait(self, file: Path, ticket: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._turn[file] == ticket or self._aborted)
+            if self._aborted:
+                raise RuntimeError("merge aborted")
+
+    def schedule(self, file: Path) -> int | None:
+        if file not in self._h:
+            return None
+        self._next[file] += 1
+        return self._next[file] - 1
+
+    def _catch_up(self, file: Path, upto: int) -> None:
+        with open(file, "rb", buffering=0) as f:
+            f.seek(self._done[file])
+            while self._done[file] < upto:
+                block = f.read(min(1 << 24, upto - self._done[file]))
+                if not block:
+                    raise UserError(f"{file}: changed while being read")
+                self._h[file].update(block)
+                self._done[file] += len(block)
+
+    def feed(self, file: Path, ticket: int, start: int, data: memoryview) -> None:
+        self._wait(file, ticket)
+        try:
+            if start > self._done[file]:
+                self._catch_up(file, start)
+            end = start + len(data)
+            if end > self._done[file]:
+                self._h[file].update(data[self._done[file] - start:])
+                self._done[file] = end
+        finally:
+            self.skip(file, ticket)
+
+    def skip(self, file: Path, ticket: int) -> None:
+        """Give up ``ticket`` (no-op when it was already used)."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._turn[file] >= ticket or self._aborted)
+            if self._turn[file] == ticket:
+                self._turn[file] += 1
+                self._cv.notify_all()
+
+    def finish(self) -> dict[Path, str]:
+        for f in self._h:
+            self._catch_up(f, f.stat().st_size)
+        return {f: h.hexdigest() for f, h in self._h.items()}
 
 
 def _shard_names(n: int) -> list[str]:
@@ -189,11 +279,14 @@ class ShardedWriter:
         self._written = 0
         self._fail_after = fail_after_bytes
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor, byte_offset: int | None = None) -> None:
+        """Write a tensor's bytes (or, with ``byte_offset``, one block of them starting there)."""
         si, off, nbytes = self.where[name]
         data = tensor.contiguous().view(-1).view(torch.uint8).numpy() if tensor.numel() else b""
-        if len(data) != nbytes:
-            raise RuntimeError(f"{name}: writer expected {nbytes} bytes, got {len(data)}")
+        if (len(data) != nbytes) if byte_offset is None else (byte_offset + len(data) > nbytes):
+            raise RuntimeError(f"{name}: writer expected {nbytes} bytes, got {len(data)} at {byte_offset}")
+        off += byte_offset or 0
+        nbytes = len(data)
         with self._lock:
             self._written += nbytes
             if self._fail_after is not None and self._written > self._fail_after:

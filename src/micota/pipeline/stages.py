@@ -115,7 +115,7 @@ for _k in (
     StageKind("train", "micota.training:TrainConfig", "micota.training:train", launchable=True, description="SFT"),
     StageKind("merge", "micota.merging:MergeConfig", "micota.merging:merge", description="merge models"),
     StageKind("merge_search", "micota.pipeline.merge_search:MergeSearchConfig", "micota.pipeline.merge_search:merge_search",
-              description="pick the merge weight whose traces hit a target length ratio"),
+              description="accuracy × length Pareto search over merge methods, weights and densities"),
     StageKind("bpc", "micota.scoring.bpc:BpcConfig", "micota.scoring.bpc:compute_bpc", description="bits per character"),
     StageKind("stats", "micota.data.stats:StatsConfig", "micota.data.stats:dataset_stats", description="dataset statistics",
               accepts_empty=True, loads_model=False),
