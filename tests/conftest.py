@@ -69,6 +69,28 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, nearly full disk: a tmpfs of the given size mounted in a fresh directory.
+
+    ``small_disk(kib)`` returns the mount point; it is unmounted after the test. Needs root (the
+    CI container is root); anywhere else the test fails with one line saying so.
+    """
+    mounts = []
+
+    def make(kib: int) -> Path:
+        d = tmp_path / f"disk{len(mounts)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail(f"cannot mount a small tmpfs for a real full-disk test (needs root): {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
 def free_port() -> int:
     import socket
 

@@ -12,10 +12,19 @@ from micota.errors import UserError
 from micota.grading import GRADERS, grade, grade_batch, grade_samples, register_grader
 from micota.records import Sample
 
-# sympy evaluates 9^(9^9) exactly: a 370-million-digit integer, minutes of CPU. Must never hang.
-EXPLODES = "Let me compute. \\boxed{9^{9^{9}}}"
+# A grade that never finishes (sympy evaluating 9^(9^9) exactly would take minutes; such answers are
+# now caught by the parent's pre-screen, so the pool's own timeout is driven by a grader that hangs).
+EXPLODES = "Let me compute. HANG"
 TIMEOUT = 1.5
 SLACK = 4.0  # kill + reap on a loaded 2-core machine
+
+
+@register_grader("test-hang")
+def _hanging_grader(completion: str, reference: str):
+    if completion.endswith("HANG"):
+        while True:  # burns CPU like sympy does
+            pass
+    return GRADERS["default"](completion, reference)
 
 
 @register_grader("test-crash")
@@ -42,7 +51,7 @@ def _sample(pid: str, completion: str, reference: str | None, source: str, finis
 def test_pathological_input_times_out_in_bounded_time():
     assert grade("\\boxed{1}", "1").correct  # a warm worker, so only the item itself is timed
     t0 = time.monotonic()
-    r = grade(EXPLODES, "5", timeout=TIMEOUT)
+    r = grade(EXPLODES, "5", "test-hang", timeout=TIMEOUT)
     elapsed = time.monotonic() - t0
     assert (r.correct, r.reason) == (False, "timeout")
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
@@ -52,7 +61,7 @@ def test_pathological_input_times_out_in_bounded_time():
 def test_batch_from_a_non_main_thread_with_stuck_items():
     pairs = [(EXPLODES, "5"), ("\\boxed{\\frac{1}{2}}", "0.5"), (EXPLODES, "5"), ("\\boxed{3}", "4")] * 2
     out: list = []
-    t = threading.Thread(target=lambda: out.append(grade_batch(pairs, workers=2, timeout=TIMEOUT)))
+    t = threading.Thread(target=lambda: out.append(grade_batch(pairs, "test-hang", workers=2, timeout=TIMEOUT)))
     t0 = time.monotonic()
     t.start()
     t.join(60)

@@ -48,6 +48,40 @@ class StageConfig(BaseModel):
             raise UserError(format_validation_error(e, prefix=prefix)) from None
 
 
+MAX_YAML_VALUES = 1_000_000  # values after alias expansion: an "alias bomb" stops here, before validation
+
+
+def _expanded_size(data: Any, path: Path) -> int:
+    """Number of values ``data`` holds once aliases are expanded (shared objects counted per use,
+    memoised, so the count itself is linear in the file); a recursive alias is an error."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(v: Any) -> int:
+        if not isinstance(v, (dict, list)):
+            return 1
+        k = id(v)
+        if k in memo:
+            return memo[k]
+        if k in active:
+            raise UserError(f"{path}: recursive YAML alias")
+        active.add(k)
+        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v
+        n = 1
+        for x in items:
+            n += size(x)
+            if n > MAX_YAML_VALUES:
+                raise UserError(f"{path}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?)")
+        active.discard(k)
+        memo[k] = n
+        return n
+
+    try:
+        return size(data)
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply") from None
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -56,6 +90,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply") from None
+    _expanded_size(data, path)
     if data is None:
         return {}
     if not isinstance(data, dict):

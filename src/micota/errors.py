@@ -23,3 +23,11 @@ class EmptyInputError(UserError):
     that depend on it empty too, so one failed data variant does not stop the others; the report
     shows that variant as "no data".
     """
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system failure a user can cause or fix (read-only or full disk,
+    a file where a directory belongs, no permission): ``PATH: reason``."""
+    reason = e.strerror or str(e) or type(e).__name__
+    text = f"{e.filename}: {reason}" if e.filename is not None else f"writing the output failed: {reason}"
+    return " ".join(text.split())

@@ -146,7 +146,7 @@ def grade(samples: list[Sample], mode: str) -> list[Sample]:
     """Grade with :mod:`micota.grading`; a completion cut by the token limit is wrong."""
     from micota.grading import grade_samples
 
-    graded = grade_samples(samples, mode)
+    graded = grade_samples(samples, mode, progress=True)  # a bar on stderr (tqdm hides it off a terminal)
     return [s.model_copy(update={"correct": False, "grade_reason": "truncated"}) if s.finish_reason == "length" else s
             for s in graded]
 

@@ -4,19 +4,29 @@
   ``os.replace``; a reader never sees half a file.
 - :func:`atomic_dir`: build a whole output directory under a temporary sibling name and rename it
   into place only when the body finishes; on error the temporary directory is removed, so nothing
-  that looks complete is left behind.
+  that looks complete is left behind. It never replaces an existing output unless ``overwrite``.
+- :func:`output_lock`: one writer per output. An advisory ``fcntl.flock`` on ``.NAME.lock`` beside
+  the output, released by the OS when the holder dies (a killed run never blocks the next); a second
+  writer fails at once naming the holder's pid and command; the holder removes the file when done
+  (a killed holder leaves it, unlocked, and the next writer reuses it). Taking it sweeps the stale
+  ``.NAME.*.partial`` siblings a killed writer left. :func:`call_locked` runs a stage function under
+  the lock of its config's output field; every stage entry (CLI, pipeline runner, launcher) uses it.
+- :func:`check_under`: a path a stage writes must lie under its output directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from micota.errors import UserError
 
@@ -95,24 +105,145 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
+# ----------------------------------------------------------------------------- one writer per output
+OUT_FIELDS = ("out", "out_dir", "output", "output_dir")  # the config field naming a stage's output
+_HELD: dict[str, list[int]] = {}  # lock path -> [fd, depth]: re-entrant within one process
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+def _holder(fd: int) -> str:
+    for _ in range(20):  # the holder writes its pid right after locking: give it a moment
+        try:
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        except (OSError, ValueError):
+            info = None
+        if isinstance(info, dict):
+            return f"pid {info.get('pid')}: {info.get('cmd')}"
+        time.sleep(0.05)
+    return "pid unknown"
+
+
+def sweep_partials(out: str | os.PathLike) -> list[Path]:
+    """Remove ``.NAME.*.partial`` siblings of ``out`` (call only while holding its lock)."""
+    out = Path(out)
+    gone = []
+    for p in out.parent.glob(f".{out.name}.*.partial"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold the advisory lock of output ``out`` (a directory) for the body; see the module doc."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory (choose another output path)")
+    lock = _lock_path(out)
+    key = os.path.realpath(lock)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield out
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = _acquire(lock, out)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "cmd": " ".join(sys.argv)[:500]}).encode(), 0)
+        _HELD[key] = [fd, 1]
+        sweep_partials(out)
+        yield out
+    finally:
+        _HELD.pop(key, None)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # removed while still locked: a waiter then sees a different file and retries
+        os.close(fd)  # releases the flock
+
+
+def _acquire(lock: Path, out: Path) -> int:
+    """Open and flock ``lock`` (non-blocking); retry if the file was replaced meanwhile."""
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as e:
+            raise UserError(f"{out}: cannot write the output here ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd)
+            os.close(fd)
+            raise UserError(f"{out}: another micota process is writing this output ({who}); "
+                            "wait for it to finish or choose another output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed it as we opened it: lock the current file
+
+
+def stage_output(cfg: Any) -> Path | None:
+    """The output directory a stage config names (its ``out``-like field), if any."""
+    for f in OUT_FIELDS:
+        v = getattr(cfg, f, None)
+        if v:
+            return Path(v)
+    return None
+
+
+def call_locked(fn: Callable[[Any], Any], cfg: Any) -> Any:
+    """``fn(cfg)`` under the lock of the config's output. Under a multi-process launcher only rank 0
+    locks (the ranks of one stage are one writer)."""
+    out = stage_output(cfg)
+    if out is None or os.environ.get("RANK", "0") != "0":
+        return fn(cfg)
+    with output_lock(out):
+        return fn(cfg)
+
+
+def check_under(path: str | os.PathLike, root: str | os.PathLike, *, what: str = "path") -> Path:
+    """``path`` if it lies under ``root`` (after resolving ``..`` and links), else a :class:`UserError`."""
+    p, r = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if p != r and r not in p.parents:
+        raise UserError(f"{what} {path} lies outside the output directory {root}")
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``final`` only if the body completes."""
+    """Yield a temporary directory that becomes ``final`` only if the body completes.
+
+    Holds ``final``'s :func:`output_lock` throughout; an output that appeared meanwhile is never
+    replaced unless ``overwrite`` (then it is moved aside first and removed after the rename).
+    """
     final = Path(final)
     if final.exists() and not overwrite:
         raise UserError(f"{final}: output already exists (remove it or choose another path)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+            yield tmp
+            old = None
+            if final.exists():
+                if not overwrite:
+                    raise UserError(f"{final}: output appeared while this one was built (pass overwrite to replace it)")
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old.partial", dir=final.parent))
+                os.replace(final, old / "x")
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -13,13 +13,15 @@ Records (pydantic models, one JSON object per line):
 
 Readers validate every row and name the file and line of a bad one (:class:`UserError`).
 :class:`JsonlAppender` is append-only and flushes (and fsyncs) per batch, so a killed job loses at
-most the batch in flight; a torn last line (no trailing newline) is detected and dropped on read.
+most the batch in flight; a torn last line (no trailing newline) is dropped when reading a stage's own shards and is an
+error in a file the user names.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, TypeVar
 
@@ -183,16 +185,33 @@ def read_jsonl(path: str | os.PathLike, model: type[R] | None = None, *, drop_to
 
 
 def read_jsonl_dir(path: str | os.PathLike, model: type[R] | None = None, *, pattern: str = "*.jsonl", drop_torn_tail: bool = True) -> list[Any]:
-    """Rows of every shard in a directory (sorted by name), or of a single file."""
+    """Rows of every shard in a directory (sorted by name), or of a single file.
+
+    A torn last line is dropped only in a directory's shards (what a killed writer leaves); in a
+    file the user names it is an error. Rows with a ``key`` (samples: ``(problem_id, sample_idx)``)
+    are deduplicated, first wins, with a warning — two writers must never have shared the directory.
+    """
     path = Path(path)
     if path.is_file():
-        return read_jsonl(path, model, drop_torn_tail=drop_torn_tail)
+        return dedupe_by_key(read_jsonl(path, model), str(path))
     if not path.is_dir():
         raise UserError(f"{path}: no such file or directory")
     rows: list[Any] = []
     for shard in sorted(path.glob(pattern)):
         rows.extend(read_jsonl(shard, model, drop_torn_tail=drop_torn_tail))
-    return rows
+    return dedupe_by_key(rows, str(path))
+
+
+def dedupe_by_key(rows: list[Any], where: str) -> list[Any]:
+    """Keep the first row of each ``row.key``; warn on stderr when any were dropped."""
+    if not rows or not hasattr(rows[0], "key"):
+        return rows
+    seen: set[Any] = set()
+    kept = [r for r in rows if not (r.key in seen or seen.add(r.key))]
+    if len(kept) < len(rows):
+        print(f"warning: {where}: {len(rows) - len(kept)} duplicate rows (same problem_id, sample_idx) ignored",
+              file=sys.stderr, flush=True)
+    return kept
 
 
 def _line(row: Any) -> str:

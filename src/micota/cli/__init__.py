@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from micota import __version__
-from micota.errors import UserError
+from micota.errors import UserError, os_error_line
 
 
 def thread_default(ncpu: int | None = None, load1: float | None = None) -> int | None:
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print(interrupted_line(), file=sys.stderr)
         sys.exit(130)
+    except OSError as e:  # read-only or full disk, a file where a directory belongs: one line, exit 2
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:
         if not _is_usage_error(e):
             raise

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 
 from micota.config import StageConfig, load_yaml
 from micota.errors import UserError
+from micota.io import call_locked
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -225,7 +226,7 @@ def config_command(
                        ignore=rerun_ignore, extend=rerun_extend):
             (on_skip or (lambda c: typer.echo(str(c.out))))(cfg)
             return
-        result = fn(cfg)
+        result = call_locked(fn, cfg)  # one writer per output
         if on_result is not None:
             on_result(result)
         elif result is not None:

@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         if check_rerun(cfg.out, cfg, stage="stats", overwrite=overwrite):
             typer.echo(cfg.out)
             return
-        result = dataset_stats(cfg)
+        from micota.io import call_locked
+
+        result = call_locked(dataset_stats, cfg)  # one writer per output
         if out is None and cfg.out is None:
             _print_json(result)
         else:

@@ -98,5 +98,7 @@ def register(app: typer.Typer) -> None:
                       "max_bytes_in_flight": max_bytes_in_flight, "mergekit_compatible": mergekit_compatible,
                       "embed_policy": embed_policy, "allow_pickle": allow_pickle, "overwrite": overwrite})
         if not check_rerun(cfg.out, cfg, stage="merge", overwrite=cfg.overwrite, ignore=("threads", "max_bytes_in_flight")):
-            merge(cfg)
+            from micota.io import call_locked
+
+            call_locked(merge, cfg)  # one writer per output
         typer.echo(str(Path(cfg.out)))

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
                                              "(id, state, elapsed, log); run nothing.")] = False,
         cancel: Annotated[bool, typer.Option("--cancel", help="Cancel this pipeline's queued and running Slurm jobs.")] = False,
         var: Annotated[Optional[list[str]], typer.Option("--var", help="Override a variable the pipeline declares under vars: NAME=VALUE (repeatable).")] = None,
+        allow_plugins: Annotated[bool, typer.Option("--allow-plugins", help="Let stage kinds be module:function import paths (runs code the pipeline names).")] = False,
+        allow_launcher_args: Annotated[bool, typer.Option("--allow-launcher-args", help="Pass launcher args that are not the launcher's own options (they can run any command).")] = False,
     ) -> None:
         """Run a pipeline: every stage keyed by its config and inputs; cached stages are skipped, unfinished ones resume."""
         from micota.errors import UserError
@@ -40,7 +42,7 @@ def register(app: typer.Typer) -> None:
         # the plan is the result of a dry run: stdout; during a run it is progress: stderr
         echo = (lambda s: typer.echo(s)) if dry_run else (lambda s: typer.echo(s, err=True))
         plan = run_pipeline(pipeline, out=out, dry_run=dry_run, from_stage=from_stage, only=only, executor=executor,
-                            echo=echo, vars=values)
+                            allow_plugins=allow_plugins, allow_launcher_args=allow_launcher_args, echo=echo, vars=values)
         if not dry_run and (plan.out / "REPORT.md").is_file():
             typer.echo(f"report: {plan.out / 'REPORT.md'}")
 

@@ -6,11 +6,18 @@ conditioned on — the tokenizer's chat template with the generation prompt, an 
 ``template`` override, or plain text for base models (``use_chat_template=False``).
 :func:`template_hash` fingerprints everything that shapes that string, so records produced under
 different templates never mix silently.
+
+Chat templates come from model folders and ``--template`` files, so they are untrusted: they render
+in transformers' sandboxed Jinja environment, a template the sandbox blocks is one ``error:`` line,
+and rendering is bounded to :data:`RENDER_SECONDS` (a nested-loop template cannot hang a run).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator, Sequence
 
 from micota.errors import UserError
 from micota.io import dumps_canonical, sha256_text
@@ -44,7 +51,41 @@ def render_prompt(
         raise UserError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template: pass --template FILE.jinja or --no-chat-template"
         )
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, chat_template=tpl)
+    from jinja2 import TemplateError
+
+    try:
+        with _time_limit(RENDER_SECONDS):
+            return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, chat_template=tpl)
+    except TemplateError as e:  # includes the sandbox's SecurityError
+        raise UserError(f"chat template refused or broken ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    except _RenderTimeout:
+        raise UserError(f"chat template took longer than {RENDER_SECONDS:g}s to render one prompt (a runaway loop?)") from None
+
+
+RENDER_SECONDS = 10.0
+
+
+class _RenderTimeout(BaseException):  # BaseException: Jinja's own ``except Exception`` cannot swallow it
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_RenderTimeout` after ``seconds`` (SIGALRM; main thread only, else unbounded)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _RenderTimeout()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def render_conversation(tokenizer: Any, prompt: Sequence[Any], completion_text: str, *, use_chat_template: bool = True,

@@ -38,7 +38,7 @@ RUN_CONFIG = ".run_config.json"  # the config of the run writing the shards (nam
 # fields that change how work is scheduled or where it goes, not what a completion is
 RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
             "server_url", "served_model_name", "concurrency", "request_timeout", "max_retries",
-            "gpu_memory_utilization", "max_model_len"}
+            "gpu_memory_utilization", "max_model_len", "drop_long_prompts"}
 
 
 class GenerationOptions(StageConfig):
@@ -66,6 +66,8 @@ class GenerationOptions(StageConfig):
     allow_pickle: bool = Field(False, description="Allow loading pickle (.bin/.pt) checkpoints: they can run code.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm backend).")
+    drop_long_prompts: bool = Field(False, description="Skip (and count) problems whose prompt does not fit the "
+                                    "model's context; default: refuse them with an error.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM may use (vllm backend).")
     max_model_len: int | None = Field(None, ge=1, description="Longest prompt + completion in tokens (vllm backend; default: the model's).")
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="Further vllm.LLM engine arguments, e.g. "
@@ -175,13 +177,15 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
     pending = [p for p in problems if any((p.id, i) not in done for i in range(cfg.n))]
     th = existing[0].template_hash if existing else None
-    written = 0
+    written = dropped_long = 0
     if pending:
         be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
         own = be is None  # built here: closed (engine shut down) when this stage ends
         be = be or build_backend(cfg, cfg.model)
         try:
-            th, written = _generate_pending(cfg, be, pending, done, th, chash, out, template, len(problems) * cfg.n)
+            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template, len(problems) * cfg.n)
+            dropped_long = len(skipped)
+            problems = [p for p in problems if p.id not in skipped]
         finally:
             if own:
                 close_backend(be)
@@ -197,6 +201,7 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
         out, stage="generate", config=cfg, started_at=t0,
         inputs={"problems": cfg.problems if Path(cfg.problems).is_file() else None},
         counts={"problems": len(problems), "samples": len(samples), "generated_this_run": written,
+                "dropped_long_prompts": dropped_long,
                 "finish_stop": stop, "finish_length": len(samples) - stop},
         extra={"model": cfg.model, "backend": cfg.backend, "template_hash": th, "sample_config_hash": chash,
                "sampling": cfg.sampling_params().__dict__},
@@ -205,8 +210,9 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
 
 
 def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], done: set[tuple[str, int]],
-                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int) -> tuple[str, int]:
-    """Render the pending problems and write their samples into a new shard; (template hash, rows written)."""
+                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int) -> tuple[str, int, set[str]]:
+    """Render the pending problems and write their samples into a new shard; (template hash, rows
+    written, ids of problems skipped because their prompt does not fit the context)."""
     tok = be.tokenizer
     th_now = template_hash(tok, use_chat_template=cfg.use_chat_template, template=template,
                            instruction=cfg.instruction, system=cfg.system)
@@ -216,6 +222,8 @@ def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[
     prompts = {p.id: render_prompt(tok, build_messages(p.problem, instruction=cfg.instruction, system=cfg.system),
                                    use_chat_template=cfg.use_chat_template, template=template) for p in pending}
     ntok = {pid: len(prompt_token_ids(tok, s)) for pid, s in prompts.items()}
+    skipped = _too_long(cfg, be, pending, ntok)
+    pending = [p for p in pending if p.id not in skipped]
     pending.sort(key=lambda p: ntok[p.id])  # similar lengths share a batch
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(SHARD_GLOB):
@@ -223,7 +231,25 @@ def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[
     (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
     atomic_write_json(out / RUN_CONFIG, cfg.model_dump(mode="json"))
     shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
-    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, n_wanted)
+    return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, n_wanted), skipped
+
+
+def context_length(be: GenerationBackend) -> int | None:
+    """The model's context in tokens (``max_position_embeddings``), if the backend has a model."""
+    n = getattr(getattr(getattr(be, "model", None), "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _too_long(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], ntok: dict[str, int]) -> set[str]:
+    """Ids of problems whose prompt does not fit the model's context: an error unless ``drop_long_prompts``."""
+    ctx = context_length(be)
+    too_long = [p for p in pending if ctx is not None and ntok[p.id] >= ctx]
+    if too_long and not cfg.drop_long_prompts:
+        raise UserError(f"problem {too_long[0].id!r}: prompt of {ntok[too_long[0].id]:,} tokens does not fit the "
+                        f"model's context of {ctx:,} ({len(too_long)} such problems; --drop-long-prompts skips and counts them)")
+    if too_long:
+        print(f"warning: skipping {len(too_long)} problems whose prompt exceeds the {ctx:,}-token context", file=sys.stderr)
+    return {p.id for p in too_long}
 
 
 def _results(be: GenerationBackend, batches: list[list[Problem]], prompts: dict[str, str],

@@ -11,7 +11,9 @@ Modes (``GRADERS``, extend with ``@register_grader("name")``): ``default`` (last
 math-verify), ``gsm8k`` (boxed or last number, numeric), ``hendrycks`` (MATH ``is_equiv`` string
 normalisation) — see :mod:`micota.grading.modes`. Every grade runs in a worker process with a hard
 timeout (:mod:`micota.grading.pool`): a pathological answer is graded wrong (``timeout``) in
-bounded time, from any thread.
+bounded time, from any thread. A cheap pre-screen (:func:`micota.grading.extract.too_costly`:
+exponent towers, huge factorials and literals) grades such answers wrong (``too_complex``) before
+they reach a worker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pickle
 from typing import TYPE_CHECKING, Sequence
 
 from micota.errors import UserError
-from micota.grading.extract import last_boxed, last_number
+from micota.grading.extract import last_boxed, last_number, too_costly
 from micota.grading.modes import (
     ERROR_REASONS,
     GRADERS,
@@ -71,15 +73,22 @@ def _grade_items(items: Sequence[tuple[str, str, str]], *, workers: int | None, 
     if workers is not None and workers < 1:
         raise UserError(f"grading workers must be >= 1, got {workers}")
     graders = {m: _checked_grader(m) for m in {m for _, _, m in items}}
-    tasks = []
+    tasks, results, sent = [], [], []
     for k, (completion, reference, mode) in enumerate(items):
         if not isinstance(completion, str) or not isinstance(reference, str):
             raise UserError(f"grading item {k}: completion and reference must be strings, "
                             f"got {type(completion).__name__} and {type(reference).__name__}")
+        if too_costly(completion):  # pre-screen: wrong at once instead of a worker's full timeout
+            results.append(GradeResult(False, None, "too_complex"))
+            continue
+        results.append(None)
+        sent.append(k)
         tasks.append((graders[mode], completion, reference))
     if workers is None:
         workers = min(_cpus(), max(1, -(-len(tasks) // _ITEMS_PER_WORKER)))
-    return POOL.run(tasks, workers=workers, timeout=timeout, progress=progress)
+    for k, r in zip(sent, POOL.run(tasks, workers=workers, timeout=timeout, progress=progress)):
+        results[k] = r
+    return results
 
 
 def grade_batch(pairs: Sequence[tuple[str, str]], mode: str = "default", *, workers: int | None = None,

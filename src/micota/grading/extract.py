@@ -66,3 +66,67 @@ def last_number(text: str) -> str | None:
     if not found:
         return None
     return found[-1].replace(",", "")
+
+
+# ----------------------------------------------------------------------------- pre-screen
+MAX_COMPLETION_CHARS = 1_000_000  # far beyond any generated completion (32k tokens ≈ 130k chars)
+MAX_DIGITS = 100_000  # an answer whose value has more digits is not a plausible answer
+MAX_NESTING = 200  # braces/parentheses
+
+_TOWER_RE = re.compile(r"(?<!\d)(\d{1,30})\s*\^\s*[{(]?\s*(\d{1,30})\s*\^\s*[{(]?\s*(\d{1,30})")
+_POW_RE = re.compile(r"(?<![\d.])(\d{1,30})\s*(?:\^|\*\*)\s*[{(]?\s*(\d{1,30})(?![\d.])")
+_FACT_RE = re.compile(r"(?<!\d)(\d{1,30})\s*!")
+_EXPR_FACT_RE = re.compile(r"[)}]\s*!")
+_GROUPING_RE = re.compile(r"\\left|\\right|[\s{}()]")
+_LONG_DIGITS_RE = re.compile(r"\d{%d}" % (MAX_DIGITS + 1))
+
+
+def _digits_of_power(a: int, b: int) -> float:
+    """log10(a**b) without computing it."""
+    import math
+
+    return 0.0 if a <= 1 else b * math.log10(a)
+
+
+def too_costly(completion: str) -> str | None:
+    """Why grading ``completion`` would be pathological (a number with more than
+    :data:`MAX_DIGITS` digits, an exponent tower, a huge factorial, absurd nesting or length), or None.
+
+    A cheap linear pre-screen on the final answer (the last box, else the text's tail) run in the
+    parent before an item goes to a worker, so such answers cost microseconds instead of a worker's
+    full timeout (they are graded wrong, reason ``too_complex``). Ordinary answers never trip it:
+    ``2^{10}``, ``10!``, ``2^{2^{3}}`` pass.
+    """
+    import math
+
+    if len(completion) > MAX_COMPLETION_CHARS:
+        return f"completion longer than {MAX_COMPLETION_CHARS:,} characters"
+    ans = last_boxed(completion)
+    text = ans if ans is not None else completion[-2000:]
+    nest = completion if completion.count("{") + completion.count("(") > MAX_NESTING else text
+    depth = worst = 0
+    for c in nest:
+        if c in "{(":
+            depth += 1
+            worst = max(worst, depth)
+        elif c in "})":
+            depth -= 1
+    if worst > MAX_NESTING:
+        return f"brackets nested {worst} deep"
+    if _LONG_DIGITS_RE.search(text):
+        return f"a literal with more than {MAX_DIGITS:,} digits"
+    flat = _GROUPING_RE.sub("", text)  # 9^{(9^{9})} -> 9^9^9
+    for m in _TOWER_RE.finditer(flat):  # a^(b^c): log10 of the value is b^c·log10(a)
+        b, c = int(m.group(2)), int(m.group(3))
+        if int(m.group(1)) > 1 and b > 1 and c * math.log10(b) > math.log10(MAX_DIGITS):
+            return "an exponent tower"
+    for m in _POW_RE.finditer(flat):
+        if _digits_of_power(int(m.group(1)), int(m.group(2))) > MAX_DIGITS:
+            return f"a power with more than {MAX_DIGITS:,} digits"
+    for m in _FACT_RE.finditer(text):
+        if int(m.group(1)) > 20_000:  # 20000! has 77,338 digits
+            return "a huge factorial"
+    for m in _EXPR_FACT_RE.finditer(text):
+        if "^" in text[max(0, m.start() - 60):m.start()]:
+            return "a factorial of a power"
+    return None

@@ -40,7 +40,7 @@ from micota.grading.extract import last_boxed, last_number
 from micota.grading.hendrycks import is_equiv
 
 #: Why a completion was graded right or wrong.
-REASONS = ("match", "mismatch", "no_answer", "empty_box", "parse_error", "error", "timeout", "crashed", "truncated")
+REASONS = ("match", "mismatch", "no_answer", "empty_box", "parse_error", "error", "timeout", "crashed", "truncated", "too_complex")
 #: Reasons that are a failure of the grader, not of the completion (counted per benchmark).
 ERROR_REASONS = ("error", "timeout", "crashed")
 

@@ -17,7 +17,11 @@ on the main thread of the main interpreter. So every grade runs in a worker proc
 The pool persists between calls (module-level, guarded by a lock), so repeated
 :func:`micota.grading.grade` calls cost one round trip each; calls from several threads are
 served one after another. :func:`shutdown` stops the workers; they also stop at interpreter exit
-or when the parent dies (their pipe closes).
+or when the parent dies: a watchdog thread polls the parent's pid (and, on Linux, the kernel sends
+SIGKILL on the parent's death when the pool was started from the main thread), so a worker busy in
+sympy never outlives a killed parent. Each worker runs under an address-space limit
+(:data:`WORKER_MEMORY_BYTES`) and a CPU-time allowance per item (:data:`WORKER_CPU_SECONDS`), and
+exits quietly (no traceback) when its parent goes away.
 """
 
 from __future__ import annotations
@@ -36,30 +40,80 @@ from typing import Sequence
 from micota.grading.modes import GradeResult, Grader
 
 _START_TIMEOUT = 120.0  # seconds a new worker may take to start (python + sympy on a loaded machine)
+WORKER_MEMORY_BYTES = 4 << 30  # address space per worker; sympy building a giant integer hits MemoryError
+WORKER_CPU_SECONDS = 120  # CPU seconds one item may use before the kernel ends the worker (SIGXCPU)
 _task_ids = itertools.count()
 
 
-def _worker_main(rfd: int, wfd: int) -> None:
+def _guard_worker(parent: int, pdeathsig: bool) -> None:
+    """Die with the parent (parent-death signal + a pid watchdog) and set resource limits."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before we got here
+        os._exit(0)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ValueError, OSError):
+        pass
+
+
+def _allow_cpu(seconds: int) -> None:
+    """Let the next item use ``seconds`` more CPU seconds (soft RLIMIT_CPU, raised per item)."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (int(used.ru_utime + used.ru_stime) + seconds, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
+
+
+def _worker_main(rfd: int, wfd: int, parent: int = 0, pdeathsig: bool = False) -> None:
     """Worker loop: receive (task_id, grader, completion, reference), send (task_id, GradeResult)."""
+    try:
+        _worker_loop(rfd, wfd, parent or os.getppid(), pdeathsig)
+    except (KeyboardInterrupt, EOFError, OSError):
+        pass  # the parent went away or stopped us: exit quietly
+    os._exit(0)
+
+
+def _worker_loop(rfd: int, wfd: int, parent: int, pdeathsig: bool) -> None:
     import logging
 
+    _guard_worker(parent, pdeathsig)
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
     from micota.grading.modes import grade_default
 
     inbox, outbox = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    _allow_cpu(WORKER_CPU_SECONDS)
     grade_default("\\boxed{1}", "1")  # warm up sympy / the LaTeX parser before reporting ready
     outbox.send("ready")
     while True:
-        try:
-            msg = inbox.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
+        msg = inbox.recv()  # EOFError when the parent is gone
         if msg is None:
             return
         task_id, grader, completion, reference = msg
+        _allow_cpu(WORKER_CPU_SECONDS)
         try:
             res = grader(completion, reference)
-        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal, counted as an error
+        except Exception:  # a bug or an input sympy chokes on: wrong, never fatal, counted as an error (MemoryError under the worker's limit too)
             res = GradeResult(False, None, "error")
         outbox.send((task_id, res))
 
@@ -69,7 +123,9 @@ class _Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         path = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        code = f"from micota.grading.pool import _worker_main; _worker_main({to_child_r}, {from_child_w})"
+        pdeathsig = threading.current_thread() is threading.main_thread()  # PDEATHSIG follows the forking thread
+        code = (f"from micota.grading.pool import _worker_main; "
+                f"_worker_main({to_child_r}, {from_child_w}, {os.getpid()}, {pdeathsig})")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from micota.errors import UserError
+from micota.finite import all_finite
 from micota.io import atomic_dir, atomic_write_json, sha256_file
 from micota.manifest import write_manifest
 from micota.merging.config import MergeConfig, parse_size
@@ -43,8 +44,6 @@ from micota.merging.tensorio import FileHasher, ShardedWriter
 TOKENIZER_FILES = ["tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
                    "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
                    "generation_config.json"]
-# Test hook: MICOTA_MERGE_FAIL_AFTER_BYTES=N makes the writer fail like a full disk after N bytes.
-FAIL_ENV = "MICOTA_MERGE_FAIL_AFTER_BYTES"
 
 
 def tensor_seed(seed: int, name: str, index: int) -> int:
@@ -199,15 +198,7 @@ def _task_vector(stats: dict[str, Any]) -> dict[str, float] | None:
     return {"base_norm": base, "delta_norm": delta, "relative": delta / base if base > 0 else None}
 
 
-_EXP = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
-        torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """No NaN/Inf: no element has an all-ones exponent (checked on the bits, chunk by chunk)."""
-    view, exp = _EXP[t.dtype]
-    flat = t.reshape(-1).view(view)
-    return not any(bool(((c & exp) == exp).any()) for c in flat.split(1 << 22))
+_all_finite = all_finite  # the shared NaN/Inf check (micota.finite), also used by bpc
 
 
 def _hash_inputs(plan: Plan, known: dict[Path, str]) -> dict[str, Any]:
@@ -265,7 +256,7 @@ def merge(cfg: MergeConfig) -> Path:
     try:
         with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
             specs = sorted((t.name, t.out, t.shape) for t in plan.tensors)  # name order, whatever the merge order
-            writer = ShardedWriter(tmp, specs, shard_size, fail_after_bytes=int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None)
+            writer = ShardedWriter(tmp, specs, shard_size)
             try:
                 _run(plan, cfg, writer, budget, threads, shared_gen, stats, hasher)
                 shards = writer.finish()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import logging
 import os
+import struct
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,7 +83,8 @@ def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
             model = AutoModelForCausalLM.from_pretrained(
                 str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
             )
-        except (ValueError, KeyError, RuntimeError) as e:
+        except (ValueError, KeyError, RuntimeError, IndexError, TypeError, EOFError, OverflowError,
+                MemoryError, struct.error) as e:  # malformed: truncated, random bytes, huge counts
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"{gguf}: cannot load GGUF ({msg})") from None
         model.save_pretrained(tmp, safe_serialization=True)
@@ -107,11 +109,41 @@ def prepare_default(alias: str = DEFAULT_MODEL) -> Path:
     return convert_gguf(_locate_default(alias), out)
 
 
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why a ``.safetensors`` file is corrupt or truncated (header and data extent), or None.
+
+    Layout: 8-byte little-endian header length n, n bytes of JSON ``{name: {dtype, shape,
+    data_offsets: [begin, end]}}``, then the data; the file must be exactly ``8 + n + max(end)`` bytes.
+    """
+    import json
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "truncated (no header length)"
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100 << 20):
+                return f"corrupted or truncated safetensors header (header length {n}, file size {size})"
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as e:
+        return f"corrupted safetensors header ({type(e).__name__})"
+    if 8 + n + max(ends, default=0) != size:
+        return f"truncated or corrupted safetensors file (expected {8 + n + max(ends, default=0)} bytes, found {size})"
+    return None
+
+
 def _check_local_dir(path: Path, *, allow_pickle: bool) -> None:
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: not a model folder (no config.json)")
     safe = [p for pat in _SAFE_WEIGHTS for p in path.glob(pat)]
     pickled = [p for pat in _PICKLE_WEIGHTS for p in path.glob(pat) if "training_args" not in p.name]
+    for p in safe:  # a torn or corrupted file fails here, in one line, before any loader sees it
+        if (why := safetensors_problem(p)) is not None:
+            raise UserError(f"{p}: {why}")
     if safe:
         return
     if pickled:
@@ -136,9 +168,10 @@ def resolve_model(spec: str | os.PathLike, *, allow_pickle: bool = False) -> str
     if p.suffix == ".gguf":
         if not p.is_file():
             raise UserError(f"{p}: GGUF file not found")
-        from micota.io import sha256_text
+        from micota.io import sha256_file
 
-        out = cache_dir() / "models" / f"gguf-{p.stem}-{sha256_text(str(p.resolve()) + str(p.stat().st_size))[:10]}"
+        # keyed by content: a file changed in place (same path, same size) is converted again
+        out = cache_dir() / "models" / f"gguf-{p.stem}-{sha256_file(p)[:16]}"
         if not (out / "config.json").is_file():
             convert_gguf(p, out)
         return str(out)

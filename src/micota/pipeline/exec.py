@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from micota.errors import EmptyInputError, UserError
-from micota.io import read_json
+from micota.errors import EmptyInputError, UserError, os_error_line
+from micota.io import call_locked, read_json
 from micota.manifest import empty_reason, write_empty_manifest
 
 
@@ -39,7 +39,7 @@ def execute(kind_name: str, cfg: Any, inputs: dict[str, Path] | None = None) -> 
         reason = f"input stage {empty_dep} is empty"
     else:
         try:
-            fn(cfg)
+            call_locked(fn, cfg)  # one writer per output (rank 0 under a launcher)
             return None
         except EmptyInputError as e:
             reason = str(e)
@@ -66,6 +66,9 @@ def main(argv: list[str]) -> int:
             print(f"empty: {reason}", file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only or full disk, a file where a directory belongs
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

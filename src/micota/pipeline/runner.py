@@ -8,6 +8,11 @@ the runner then records its state (``OUT/.pipeline/state/<instance>.json``) so t
 say why something re-runs. ``OUT/plan.json`` maps every instance to its directory. Outputs of
 ``report`` stages (REPORT.md, results.json, PNGs) are copied to ``OUT``.
 
+Safety: ``micota run`` holds the lock of ``OUT`` (:func:`micota.io.output_lock`) and each stage
+the lock of its own directory, so a second run on the same output fails at once naming the first;
+every stage directory must lie under ``OUT``; launcher arguments outside the launcher's own options
+need ``allow_launcher_args`` and ``module:function`` stage kinds need ``allow_plugins``.
+
 ``--only STAGE`` runs just that stage (its inputs must be complete); ``--from STAGE`` recomputes
 STAGE and everything downstream of it even if cached (other stages run only if missing).
 """
@@ -22,11 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from micota.errors import UserError
-from micota.io import atomic_write_bytes, atomic_write_json, to_jsonable
+from micota.io import atomic_write_bytes, atomic_write_json, check_under, output_lock, to_jsonable
 from micota.manifest import is_complete
 from micota.pipeline.executors import get_executor, launcher_command
 from micota.pipeline.planner import STATE_DIR, Instance, Plan, _state_path, make_plan, state_record
-from micota.pipeline.schema import load_pipeline
+from micota.pipeline.schema import check_launcher_args, load_pipeline
+from micota.pipeline.stages import plugins_allowed
 
 REPORT_FILES = ("REPORT.md", "results.json")
 
@@ -66,6 +72,8 @@ def run_pipeline(
     from_stage: str | None = None,
     only: str | None = None,
     executor: str = "local",
+    allow_plugins: bool = False,
+    allow_launcher_args: bool = False,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
     vars: dict[str, Any] | None = None,
 ) -> Plan:
@@ -73,7 +81,22 @@ def run_pipeline(
     if from_stage and only:
         raise UserError("--from and --only cannot be combined")
     get_executor(executor)  # an unknown name fails before anything is planned
-    plan = make_plan(load_pipeline(pipeline, vars=vars), out)
+    if allow_plugins and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # opted in: module:function kinds may live beside the recipe
+    with plugins_allowed(allow_plugins):
+        plan = make_plan(load_pipeline(pipeline, vars=vars), out)
+        for inst in plan.instances:
+            check_under(inst.dir, plan.out, what=f"stage {inst.name}: directory")
+            if inst.launcher is not None and not allow_launcher_args:
+                check_launcher_args(inst.launcher, f"stages.{inst.stage.name}.launcher" if inst.stage.launcher else "launcher")
+        if dry_run:
+            return _run_plan(plan, dry_run, from_stage, only, executor, echo)
+        with output_lock(plan.out):
+            return _run_plan(plan, dry_run, from_stage, only, executor, echo)
+
+
+def _run_plan(plan: Plan, dry_run: bool, from_stage: str | None, only: str | None, executor: str,
+              echo: Callable[[str], None]) -> Plan:
     forced: set[str] = set()
     selected = {i.name for i in plan.instances}
     if from_stage:

@@ -28,6 +28,14 @@ it is text), ``${models.X}``, ``${data.X}`` (text substitution), ``${variant}`` 
 ``foreach`` stage), ``${stage}`` or ``${stage}/sub/path`` (that stage's output directory; inside a
 ``foreach`` stage a ``foreach`` stage resolves to the same variant's instance),
 ``${stage.variant}`` (one instance) and a whole value ``${stage.*}`` (mapping variant -> directory).
+
+Names are names: stage, variant, model and data names match :data:`NAME` (letters, digits, ``_``,
+``-`` and ``.``, not leading; no ``..``), because they become directory names under ``out:``.
+
+Launcher ``args`` are limited to the launcher's own options (:data:`LAUNCHER_OPTIONS`: rendezvous,
+node counts, ports, config file); any other argument — ``--no-python``, a program, ``-m`` — could
+run arbitrary code and is refused unless the user passes ``--allow-launcher-args``
+(:func:`check_launcher_args`).
 """
 
 from __future__ import annotations
@@ -45,7 +53,55 @@ from micota.pipeline.resources import Resources, SlurmSettings
 
 RESERVED = ("kind", "inputs", "foreach", "launcher", "after", "description", "name", "resources")
 REF = re.compile(r"\$\{([^}]+)\}")
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,99}$")
+NAME_RULE = "letters, digits, '_', '-' or '.' (not leading, no '..'), at most 100 characters"
+
+# option -> takes a value. Long options may be spelled with '-' or '_' and as --opt=value.
+_TORCHRUN = {
+    "nnodes": True, "nproc-per-node": True, "node-rank": True, "rdzv-backend": True, "rdzv-endpoint": True,
+    "rdzv-id": True, "rdzv-conf": True, "master-addr": True, "master-port": True, "local-addr": True,
+    "max-restarts": True, "monitor-interval": True, "standalone": False, "start-method": True,
+}
+_ACCELERATE = {
+    "config-file": True, "num-processes": True, "num-machines": True, "machine-rank": True,
+    "main-process-ip": True, "main-process-port": True, "rdzv-backend": True, "same-network": False,
+    "mixed-precision": True, "multi-gpu": False, "cpu": False, "gpu-ids": True, "use-deepspeed": False,
+    "use-fsdp": False, "deepspeed-config-file": True, "zero-stage": True, "deepspeed-multinode-launcher": True,
+    "gradient-accumulation-steps": True, "num-cpu-threads-per-process": True, "dynamo-backend": True,
+    "max-restarts": True, "monitor-interval": True, "debug": False,
+}
+LAUNCHER_OPTIONS: dict[str, dict[str, bool]] = {"python": {}, "torchrun": _TORCHRUN, "accelerate": _ACCELERATE}
+
+
+def check_name(name: str, where: str, what: str = "name") -> str:
+    """``name`` if it is a valid stage/variant/model/data name (stage names also have no '.',
+    which separates ``stage.variant``)."""
+    if not NAME.match(name) or ".." in name or (what == "stage name" and "." in name):
+        rule = "letters, digits, '_' or '-', at most 100 characters" if what == "stage name" else NAME_RULE
+        raise UserError(f"{where}: {what} {name!r} must be {rule}")
+    return name
+
+
+def check_launcher_args(launcher: "LauncherSpec", where: str) -> None:
+    """Refuse a launcher argument that is not one of the launcher's own options (one line naming it)."""
+    allowed = LAUNCHER_OPTIONS[launcher.type]
+    args = list(launcher.args)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        opt, eq, _ = a.partition("=")
+        name = opt.lstrip("-").replace("_", "-")
+        if not a.startswith("--") or name not in allowed:
+            raise UserError(f"{where}.args: {a!r} is not a {launcher.type} option micota allows "
+                            f"(allowed: {', '.join('--' + k for k in sorted(allowed)) or 'none'}); "
+                            "pass --allow-launcher-args if you trust this pipeline")
+        if allowed[name] and not eq:
+            if i + 1 >= len(args):
+                raise UserError(f"{where}.args: {a} needs a value")
+            i += 1
+        elif not allowed[name] and eq:
+            raise UserError(f"{where}.args: {opt} takes no value")
+        i += 1
 
 
 class LauncherSpec(BaseModel):
@@ -99,8 +155,7 @@ class PipelineSpec(BaseModel):
 def _stage_from_mapping(name: str, body: Any, where: str) -> StageSpec:
     if not isinstance(body, dict):
         raise UserError(f"{where}: expected a mapping with a 'kind' key")
-    if not NAME.match(name):
-        raise UserError(f"{where}: stage name {name!r} must be letters, digits, '_' or '-'")
+    check_name(name, where, "stage name")
     if "kind" not in body:
         raise UserError(f"{where}.kind: field required")
     reserved = {k: v for k, v in body.items() if k in RESERVED and k != "name"}
@@ -142,6 +197,9 @@ def parse_pipeline(data: dict[str, Any], *, source: str | None = None) -> Pipeli
         raise UserError(format_validation_error(e)) from None
     spec.stages = stages
     spec.source = source
+    for section in ("models", "data", "variants"):
+        for key in getattr(spec, section):
+            check_name(key, f"{section}.{key}", f"{section[:-1] if section != 'data' else 'data'} name")
     for s in stages:
         if s.foreach == "variants" and not spec.variants:
             raise UserError(f"stages.{s.name}.foreach: the pipeline declares no variants")

@@ -4,22 +4,51 @@ A kind is ``(config class, function)`` named by import path and imported lazily,
 file can be validated without loading torch. The function is the same one the CLI subcommand
 calls; the pipeline YAML keys of a stage are that config's fields (= the CLI flags).
 
-Extend with :func:`register_stage_kind`, or name ``module:function`` as a stage's ``kind`` (the
-config class is then read from the function's first parameter annotation).
+Extend with :func:`register_stage_kind`, or install a package that declares an entry point in the
+``micota.stage_kinds`` group (``name = "module:function"``). A ``module:function`` import path as a
+stage's ``kind`` runs code named by the pipeline file, so it is refused unless the user opts in
+(``micota run --allow-plugins``, :func:`plugins_allowed`); the config class is then read from the
+function's first parameter annotation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import inspect
+import os
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterator
 
 from micota.config import StageConfig
 from micota.errors import UserError
+from micota.io import OUT_FIELDS as _OUT_FIELDS
 
-_OUT_FIELDS = ("out", "out_dir", "output", "output_dir")
+ENTRY_POINT_GROUP = "micota.stage_kinds"
+_ALLOW_PLUGINS: contextvars.ContextVar[bool] = contextvars.ContextVar("micota_allow_plugins", default=False)
+
+
+PLUGINS_ENV = "MICOTA_ALLOW_PLUGINS"  # carries the user's --allow-plugins to stage child processes
+
+
+@contextlib.contextmanager
+def plugins_allowed(allow: bool = True) -> Iterator[None]:
+    """Within the body, a stage ``kind`` may be a ``module:function`` import path (user opt-in);
+    child processes started meanwhile (stage executors) inherit the opt-in."""
+    token = _ALLOW_PLUGINS.set(allow)
+    old = os.environ.pop(PLUGINS_ENV, None)
+    if allow:
+        os.environ[PLUGINS_ENV] = "1"
+    try:
+        yield
+    finally:
+        _ALLOW_PLUGINS.reset(token)
+        os.environ.pop(PLUGINS_ENV, None)
+        if old is not None:
+            os.environ[PLUGINS_ENV] = old
 
 
 @dataclass(frozen=True)
@@ -96,16 +125,31 @@ for _k in (
     register_stage_kind(_k)
 
 
+def _entry_point(name: str) -> str | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.value
+    return None
+
+
 def get_stage_kind(name: str) -> StageKind:
-    """A registered kind, or an ad-hoc ``module:function`` kind."""
+    """A registered kind, an installed ``micota.stage_kinds`` entry point, or (only with
+    :func:`plugins_allowed`) an ad-hoc ``module:function`` kind."""
     if name in STAGE_KINDS:
         return STAGE_KINDS[name]
-    if ":" in name:
-        fn = _import(name, name)
+    target = _entry_point(name)
+    if target is None and ":" in name:
+        if not (_ALLOW_PLUGINS.get() or os.environ.get(PLUGINS_ENV) == "1"):
+            raise UserError(f"stage kind {name!r} is an import path: a pipeline file may not load code "
+                            "(pass --allow-plugins if you trust it, or install it as a micota.stage_kinds entry point)")
+        target = name
+    if target is not None:
+        fn = _import(target, name)
         params = list(inspect.signature(fn).parameters.values())
         hints = typing.get_type_hints(fn) if params else {}
         cls = hints.get(params[0].name) if params else None
         if not (isinstance(cls, type) and issubclass(cls, StageConfig)):
             raise UserError(f"stage kind {name!r}: first parameter must be annotated with a StageConfig subclass")
-        return StageKind(name, f"{cls.__module__}:{cls.__qualname__}", name)
-    raise UserError(f"unknown stage kind {name!r} (known: {', '.join(sorted(STAGE_KINDS))}, or module:function)")
+        return StageKind(name, f"{cls.__module__}:{cls.__qualname__}", target)
+    raise UserError(f"unknown stage kind {name!r} (known: {', '.join(sorted(STAGE_KINDS))}, "
+                    f"an installed {ENTRY_POINT_GROUP} entry point, or module:function with --allow-plugins)")

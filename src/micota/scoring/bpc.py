@@ -59,6 +59,7 @@ from tqdm import tqdm
 
 from micota.config import StageConfig
 from micota.errors import UserError
+from micota.finite import require_finite
 from micota.generation.prompts import render_prompt
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import write_manifest
@@ -137,6 +138,7 @@ def _reduce_chunk(logits: Any, target: Any, st: TokenStats, *, ranks: bool, hist
     lg = logits.float()
     tgt = lg.gather(-1, target[:, None])  # [c, 1]
     bits = (torch.logsumexp(lg, -1) - tgt[:, 0]) / LN2
+    require_finite(bits, "the scoring model's loss (NaN/Inf weights?)")  # never a NaN bpc
     st.nll_bits += float(bits.sum(dtype=torch.float64))
     if ranks:
         st.rank_sum += float(((lg > tgt).sum(-1) + 1).sum(dtype=torch.float64))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from micota.generation.prompts import render_conversation
 from micota.io import atomic_write_json
 from micota.manifest import write_manifest
 from micota.models import load_model, load_tokenizer, resolve_model
+from micota.models.load import safetensors_problem
 from micota.records import SftExample
 from micota.training.config import TrainConfig
 from micota.training.data import check_template, completion_text, encode_pair, read_sft_dataset, read_template
@@ -170,6 +172,23 @@ def _no_final_checkpoint_callback(stop_after: int | None = None) -> Any:
     return NoFinalCheckpoint()
 
 
+def _checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (unreadable state, torn weights), or None."""
+    import json
+    import zipfile
+
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json: {type(e).__name__}"
+    for p in sorted(ckpt.iterdir()):
+        if p.suffix == ".safetensors" and (why := safetensors_problem(p)):
+            return f"{p.name}: {why}"
+        if p.suffix in (".pt", ".pth", ".bin") and p.name != "training_args.bin" and not zipfile.is_zipfile(p):
+            return f"{p.name}: not a complete torch archive"
+    return None
+
+
 def _log_line_callback() -> Any:
     """When stderr is not a terminal (Slurm logs, CI, ``2> log``): one line per logging step on
     stderr — ``train step 8/16 (50%) loss 2.310 lr 4.1e-05 grad_norm 1.2 · 12 s elapsed, ETA 12 s``
@@ -199,9 +218,15 @@ def _log_line_callback() -> Any:
 
 
 def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The Trainer's newest ``checkpoint-<step>`` folder (one with trainer_state.json), if any."""
+    """The Trainer's newest intact ``checkpoint-<step>`` folder, if any; a corrupt newer one (a
+    kill or full disk while saving) is reported and skipped, so resume falls back to the previous."""
     found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+    for p in sorted(found, key=lambda p: -int(p.name.split("-")[-1])):
+        why = _checkpoint_problem(p)
+        if why is None:
+            return str(p)
+        print(f"warning: {p}: skipping a corrupt checkpoint ({why}); resuming from an earlier one", file=sys.stderr, flush=True)
+    return None
 
 
 def _plot_loss(curve: list[dict[str, float]], path: Path, title: str) -> None:
