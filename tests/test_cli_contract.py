@@ -73,9 +73,9 @@ def test_deprecated_spellings_warn_and_still_work(cli, tmp_path, tiny_model_dir)
     r = cli("grade", str(tmp_path / "nothing"), "--mode", "hendrycks")
     assert "warning: --mode is deprecated, use --grade-mode" in r.stderr
     one_error(r, "not a finished eval output")
-    r = cli("merge-search", "--base", "b", "--finetuned", "f", "--probe", "p.jsonl", "--out", str(tmp_path / "ms"), "--steps", "0")
+    r = cli("merge-search", "--base", "b", "--finetuned", "f", "--probe", "p.jsonl", "--out", str(tmp_path / "ms"), "--steps", "-1")
     assert "warning: --probe is deprecated, use --problems" in r.stderr
-    one_error(r, "--steps: Input should be greater than or equal to 1")
+    one_error(r, "--steps: Input should be greater than or equal to 0")
 
 
 # ----------------------------------------------------------------------------- --help
@@ -175,7 +175,7 @@ def test_help_of_every_command_shows_each_default(capsys):
         assert expected or name in ("run", "models prepare", "grade"), name  # grade: every option defaults to unset
         for flag, default in expected.items():
             assert f"[default: {_rendered(default)}]" in blocks[flag], (name, flag, blocks[flag])
-    assert "[bisection|grid]" in _blocks(_help(["merge-search"], capsys))["--search"]
+    assert "[target-length|max-accuracy]" in _blocks(_help(["merge-search"], capsys))["--select"]
 
 
 # ----------------------------------------------------------------------------- the rerun rule
@@ -335,9 +335,9 @@ def test_dry_run_checks_inputs_relative_to_the_recipe(cli, tmp_path):
     copied.write_text(recipe.read_text())
     line = one_error(cli("run", str(copied), "--dry-run", "--out", str(tmp_path / "o")),
                      f"3 input paths not found (relative paths are relative to the pipeline file's directory {copied.parent})")
-    assert "math_train.jsonl (used by stages.teacher_gen.inputs.problems" in line
+    assert "math_train.jsonl (used by stages.train_problems.inputs.data" in line  # the decontamination stage reads it
     assert "accelerate_zero3.yaml (used by launcher.config_file)" in line
-    assert "benchmarks (used by stages.ta_eval.inputs.data_dir" in line
+    assert "benchmarks (used by " in line and "stages.ta_eval.inputs.data_dir" in line
 
 
 def test_thread_default_follows_the_load():
