@@ -119,15 +119,17 @@ def _load(plan: Plan, t: TensorPlan, hasher: FileHasher | None = None, tickets: 
 
 
 def _sq_norms(base: torch.Tensor, ft: torch.Tensor) -> tuple[float, float]:
-    """(‖b‖₂², ‖f − b‖₂²) in float32 per chunk, summed in float64 (no full-size temporary)."""
+    """(‖b‖₂², ‖f − b‖₂²) in float64 per chunk (no full-size temporary). Torch's own reduction, not BLAS
+    ``dot``: BLAS splits a dot product over its own threads, so its float sums (and the report) would
+    depend on ``OMP_NUM_THREADS``; the merge runs torch single-threaded, so these do not."""
     from micota.merging.methods import _chunks
 
     bb = dd = 0.0
     for bc, fc in _chunks(base.contiguous(), ft.contiguous()):
-        b32 = bc.float()
-        bb += float(torch.dot(b32, b32))
-        d32 = fc.to(torch.float32, copy=True).sub_(b32)  # a copy: fc is the input itself when float32
-        dd += float(torch.dot(d32, d32))
+        b64 = bc.double()
+        bb += float((b64 * b64).sum())
+        d64 = fc.double().sub_(b64)
+        dd += float((d64 * d64).sum())
     return bb, dd
 
 
