@@ -18,7 +18,6 @@ from conftest import QUICK_THREADS
 from test_pipeline_runner import check_report_traces
 
 VARIANTS = {"long", "ta_long", "mid", "short", "mix"}
-PAIR = ("mid", "long")  # claim (ii): method, baseline
 
 
 def _rows(path: Path) -> list[dict]:

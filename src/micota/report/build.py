@@ -51,7 +51,7 @@ class ReportConfig(StageConfig):
     ta_merged: str | None = Field(None, description="Samples of the merged TA on the same problems, for claim (i).")
     bpc: dict[str, str] = Field(default_factory=dict, description="Dataset (variant) name -> bpc output directory under the student base.")
     stats: str | None = Field(None, description="A stats output directory (its PNGs are copied).")
-    merge_search: str | None = Field(None, description="A merge_search output directory (curve.png copied, chosen point reported).")
+    merge_search: str | None = Field(None, description="A merge_search output directory (its PNGs copied, chosen point, merge curve and linear references reported).")
     bases: str | None = Field(None, description="A pretrain output directory (the miniature world's System-1 bases): their accuracies are reported.")
     student_base: list[str] = Field(default_factory=list, description="Eval/generate outputs of the untouched student base (one per split), shown beside every student.")
     ta_base_hard: str | None = Field(None, description="Samples of the TA base on the hard split (check long_cot_helps).")
@@ -226,8 +226,7 @@ def _interpolation(cfg: ReportConfig, src: _Src) -> tuple[float | None, dict[str
     return K.interpolation_position(base["mean_tokens"], ft["mean_tokens"], lin[0]["mean_tokens"]), nums
 
 
-def compute_checks(cfg: ReportConfig, res: dict[str, Any], per_var: dict[str, Any], ta: dict[str, dict[str, Any]],
-                   src: _Src) -> list[dict[str, Any]]:
+def compute_checks(cfg: ReportConfig, res: dict[str, Any], ta: dict[str, dict[str, Any]], src: _Src) -> list[dict[str, Any]]:
     """The validity table (see :mod:`micota.report.checks`), from the blocks already in ``res``."""
     m, b, ref, hard = cfg.method, cfg.baseline, cfg.reference, cfg.hard_split
     out: list[dict[str, Any]] = []
@@ -370,9 +369,8 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
         if d and not empty(f"ta_{key}", d):
             ss, files = _load_many(d)
             ta_samples[key], ta_files[key] = ss, files
-            models[{"finetuned": "TA fine-tuned", "merged": "TA merged", "base_hard": "TA base",
-                    "finetuned_hard": "TA fine-tuned"}[key]] = models.get({"finetuned": "TA fine-tuned", "merged": "TA merged", "base_hard": "TA base",
-                    "finetuned_hard": "TA fine-tuned"}[key], []) + ss
+            label = {"finetuned": "TA fine-tuned", "merged": "TA merged", "base_hard": "TA base", "finetuned_hard": "TA fine-tuned"}[key]
+            models[label] = models.get(label, []) + ss
             pp = per_problem(ss)
             vals = [a for a, _ in pp.values()]
             lo, hi = bootstrap_ci(vals, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -402,7 +400,7 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
                     + [Path(src.root / src.map[f'variants.{base}.{s}']['files'][0]) for s in per_var[base]],
                     "paired_bootstrap_diff of per-problem accuracy (variant - baseline) over common problem ids")
 
-    res["checks"] = compute_checks(cfg, res, per_var, ta, src)
+    res["checks"] = compute_checks(cfg, res, ta, src)
     if cfg.stats and (Path(cfg.stats) / "stats.json").is_file():
         from micota.io import read_json
 
