@@ -18,6 +18,7 @@ shapes a completion (model, problems, sampling, prompt; not ``out``/``limit``/``
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
