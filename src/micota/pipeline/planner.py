@@ -357,8 +357,9 @@ def _why(inst: Instance, out: Path) -> str:
     return "output missing"
 
 
-def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None) -> Plan:
-    """Expand, validate every stage config against its kind and compute keys and status."""
+def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None, *, check_extras: bool = True) -> Plan:
+    """Expand, validate every stage config against its kind and compute keys and status; with
+    ``check_extras`` (default) a stage that will run without its optional extra fails the plan."""
     root = out or spec.out
     if not root:
         raise UserError("no output directory: pass --out DIR or set 'out:' in the pipeline file")
@@ -418,7 +419,8 @@ def make_plan(spec: PipelineSpec, out: str | os.PathLike | None = None) -> Plan:
         else:
             inst.status, inst.reason = "run", _why(inst, out_dir)
     plan = Plan(spec, out_dir, order)
-    check_plan(plan)
+    if check_extras:
+        check_plan(plan)
     return plan
 
 
