@@ -4,6 +4,9 @@
   ``scancel`` of a running generate job stops its dependant and ends the run with one line naming the
   job and its log; ``--status`` says the same; the rerun resubmits only what is missing, resumes the
   cancelled stage, and its samples have every (problem_id, sample_idx) once; results equal a local run's.
+- a generate stage split into 3 array tasks (``resources: {array: 3}``) writes exactly the unsplit local
+  run's rows, each problem once in its task's shard; ``scancel`` of one running task ends the run naming
+  it, and the rerun resubmits that task alone, which resumes from its shard; ``--status`` shows each task.
 - the quick miniature recipe under Slurm gives the same results.json numbers as the local executor.
 
 If Slurm cannot be installed or started, the tests fail with one line (never skip).
@@ -124,6 +127,90 @@ def test_scancel_then_rerun_resumes_without_loss_or_duplicates(slurm, tmp_path, 
     assert got == want
     st = cli("run", str(p), "--status")
     assert st.returncode == 0 and "failed:" not in st.stdout and st.stdout.count("COMPLETED") == 3, st.stdout
+
+
+def _split_pipeline(tmp_path: Path, model: Path, out: str, array: int | None) -> Path:
+    """``_pipeline`` with gen_b's 15 problems split into ``array`` Slurm array tasks."""
+    p = _pipeline(tmp_path, model, n_b=15, tokens_b=48, batch=1, out=out)
+    spec = yaml.safe_load(p.read_text())
+    if array:
+        spec["stages"]["gen_b"]["resources"] = {"array": array}
+    spec["slurm"] = {"poll_s": 0.5}
+    p.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return p
+
+
+def _rows(d: Path) -> dict[tuple[str, int], dict]:
+    """Raw rows of a generate output's shards, its tasks' included; fails on a key written twice."""
+    files = sorted(d.glob("samples-*.jsonl")) + sorted(d.glob("tasks/*/samples-*.jsonl"))
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    got = {(r["problem_id"], r["sample_idx"]): r for r in rows}
+    assert len(got) == len(rows), "a (problem_id, sample_idx) key was written twice"
+    return got
+
+
+@pytest.mark.timeout(3600)  # ~2 min on an idle 2-core machine
+def test_generate_split_into_array_tasks_equals_local_and_resubmits_only_a_cancelled_task(slurm, tmp_path, tiny_model_dir, cli):
+    ref = _split_pipeline(tmp_path, tiny_model_dir, "ref", None)
+    assert cli("run", str(ref), "--executor", "local", timeout=1800).returncode == 0
+    p = _split_pipeline(tmp_path, tiny_model_dir, "work", 3)
+    out = tmp_path / "work"
+    proc = subprocess.Popen([sys.executable, "-m", "micota", "run", str(p), "--executor", "slurm"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm.env)
+    cancelled = None
+    deadline = time.time() + 1800
+    while time.time() < deadline and proc.poll() is None:
+        shard = list(out.glob("gen_b-*/tasks/task-001-of-003/samples-*.jsonl"))
+        if cancelled is None and shard and shard[0].read_bytes().count(b"\n") >= 1:
+            array = next(r["array_job"] for r in _records(out) if r["instance"] == "gen_b")
+            subprocess.run(["scancel", f"{array}_1"], env=slurm.env, check=True)
+            cancelled = (array, shard[0].parents[2])
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert cancelled is not None, "task 1 finished before it could be cancelled:\n" + stderr[-2000:]
+    array, gen_b = cancelled
+    # the run ends with one line naming the stage, the task, its job and its log; the report is stopped
+    log = out / ".pipeline" / "logs" / f"gen_b-{array}_1.log"
+    last = stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last == f"error: stage gen_b (generate) task 1 job {array}_1 CANCELLED; log: {log}", stderr[-3000:]
+    assert log.is_file() and "micota: job" in log.read_text()
+    assert "report: cancelled (input stage gen_b failed)" in stderr
+    assert not (gen_b / "manifest.json").exists()
+    t1 = gen_b / "tasks" / "task-001-of-003"
+    partial = len(_rows(t1))
+    assert 1 <= partial < 5 and not (t1 / "manifest.json").exists()
+    st = cli("run", str(p), "--status", timeout=600)
+    assert st.returncode == 0 and f"failed: gen_b[1] (job {array}_1, CANCELLED); log: {log}" in st.stdout, st.stdout + st.stderr
+
+    again = cli("run", str(p), "--executor", "slurm", timeout=900, env={"SLURM_CONF": str(slurm.conf)})
+    assert again.returncode == 0, again.stderr[-3000:]
+    subs = [r for r in _records(out) if r["instance"] == "gen_b"]
+    assert [r["array_tasks"] for r in subs] == [[0, 1, 2], [1]]  # only the cancelled task was resubmitted
+    assert all(r["tasks"] == 3 for r in subs)
+    # downstream waits on the whole split: report after the finish job, the finish job after the array(s)
+    jobs = out / ".pipeline" / "slurm"
+    fin = (jobs / "gen_b-finish.sbatch").read_text()
+    dep = next(line for line in fin.splitlines() if line.startswith("#SBATCH --dependency=afterok:"))
+    assert subs[-1]["array_job"] in dep.split(":")[1:]
+    rep = next(line for line in (jobs / "report.sbatch").read_text().splitlines() if line.startswith("#SBATCH --dependency="))
+    assert subs[-1]["job_id"] in rep.split(":")[1:]
+    assert "#SBATCH --gpus-per-node" not in fin and "#SBATCH --cpus-per-task=1\n" in fin
+    # each problem exactly once, and the same rows (completions, prompts, hashes) as the unsplit local run
+    got, want = _rows(gen_b), _rows(next((tmp_path / "ref").glob("gen_b-*")))
+    assert sorted(got) == sorted((f"q{i}", 0) for i in range(100, 115)) and got == want
+    for k, ids in enumerate((range(100, 115, 3), range(101, 115, 3), range(102, 115, 3))):  # disjoint shares
+        assert sorted(pid for pid, _ in _rows(gen_b / "tasks" / f"task-{k:03d}-of-003")) == sorted(f"q{i}" for i in ids)
+    assert json.loads((t1 / "manifest.json").read_text())["counts"]["generated_this_run"] == 5 - partial  # resumed
+    man = json.loads((gen_b / "manifest.json").read_text())
+    assert man["complete"] and man["counts"]["samples"] == 15 and man["tasks"] == 3
+    res, want_res = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "ref"))
+    res.pop("sources"), want_res.pop("sources")
+    assert res == want_res
+    st = cli("run", str(p), "--status")
+    lines = {line.split()[0]: line for line in st.stdout.splitlines() if line.startswith("gen_b")}
+    assert sorted(lines) == ["gen_b", "gen_b[0]", "gen_b[1]", "gen_b[2]"], st.stdout
+    assert all("COMPLETED" in line and " cached " in line for line in lines.values()), st.stdout
+    assert f" {subs[-1]['array_job']}_1 " in lines["gen_b[1]"] and "failed:" not in st.stdout
 
 
 def _close(a, b) -> bool:

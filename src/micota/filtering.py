@@ -34,7 +34,7 @@ from micota.errors import EmptyInputError, UserError
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, write_manifest
-from micota.generation.runner import SHARD_GLOB
+from micota.generation.runner import SHARD_GLOB, load_samples, shard_files
 from micota.records import Message, Sample, SftExample, read_jsonl_dir, write_jsonl_atomic
 
 
@@ -51,10 +51,13 @@ class FilterConfig(StageConfig):
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """Sample rows of a directory's ``samples-*.jsonl`` shards (or ``*.jsonl``), or of one file."""
+    """Sample rows of a directory's ``samples-*.jsonl`` shards (its tasks' included: a split generate
+    output), or of its ``*.jsonl``, or of one file."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such samples directory or file")
+    if p.is_dir() and shard_files(p):
+        return load_samples(p)
     pattern = SHARD_GLOB if p.is_file() or any(p.glob(SHARD_GLOB)) else "*.jsonl"
     if p.is_dir() and not any(p.glob(pattern)):
         raise UserError(f"{p}: no samples-*.jsonl files")

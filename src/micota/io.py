@@ -190,7 +190,11 @@ def _acquire(lock: Path, out: Path) -> int:
 
 
 def stage_output(cfg: Any) -> Path | None:
-    """The output directory a stage config names (its ``out``-like field), if any."""
+    """The directory a stage config writes: its ``writer_dir()`` when it has one (one task of a split
+    generate output writes, and locks, only its task's directory), else its ``out``-like field."""
+    writer = getattr(cfg, "writer_dir", None)
+    if callable(writer):
+        return Path(writer())
     for f in OUT_FIELDS:
         v = getattr(cfg, f, None)
         if v:

@@ -45,7 +45,7 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any], keys: list[str], 
 
 
 def _has_samples(out: Path) -> bool:
-    return any(out.glob("samples-*.jsonl")) or any(out.glob("*/samples-*.jsonl"))
+    return any(out.glob("samples-*.jsonl")) or any(out.glob("*/samples-*.jsonl")) or any(out.glob("tasks/*/samples-*.jsonl"))
 
 
 def check_rerun(out: str | Path | None, config: Any, *, stage: str, overwrite: bool = False,

@@ -9,6 +9,11 @@ arrived, so a server's queue never drains between batches. ``manifest.json`` is 
 Key = ``(problem_id, sample_idx)``. A backend built here is closed (engine shut down) when the
 stage ends.
 
+Split (``--tasks N``, e.g. one Slurm array task each): problem ``i`` belongs to task ``i mod N``;
+each task writes its own generate output ``OUT/tasks/task-K-of-N/`` and ``OUT/manifest.json`` is
+written last, once every task is complete (:mod:`micota.generation.split`). Readers
+(:func:`load_samples`) read the union of ``OUT``'s shards and its tasks' shards.
+
 Resume: rows already in the shards are kept (a torn last line, left by a killed writer, is dropped
 and repaired) and only missing keys are generated, so a SIGKILL loses at most the batch in flight
 and no key is ever written twice. Samples record ``config_hash`` = the hash of everything that
@@ -32,14 +37,15 @@ from micota.generation.backends import Completion, GenerationBackend, SamplingPa
 from micota.generation.prompts import DEFAULT_INSTRUCTION, build_messages, render_prompt, template_hash
 from micota.io import atomic_write_json, read_json
 from micota.manifest import MANIFEST, read_manifest, write_manifest
-from micota.records import JsonlAppender, Problem, Sample, read_jsonl_dir
+from micota.records import JsonlAppender, Problem, Sample, dedupe_by_key, read_jsonl
 
 SHARD_GLOB = "samples-*.jsonl"
+TASK_SHARD_GLOB = "tasks/*/" + SHARD_GLOB  # the shards of a split output's tasks (micota.generation.split)
 RUN_CONFIG = ".run_config.json"  # the config of the run writing the shards (names changed keys on a mismatch)
 # fields that change how work is scheduled or where it goes, not what a completion is
 RUN_ONLY = {"out", "limit", "batch_size", "data_dir", "device", "tensor_parallel_size", "benchmarks", "grade_mode",
             "server_url", "served_model_name", "concurrency", "request_timeout", "max_retries",
-            "gpu_memory_utilization", "max_model_len", "drop_long_prompts"}
+            "gpu_memory_utilization", "max_model_len", "drop_long_prompts", "tasks", "task"}
 
 
 class GenerationOptions(StageConfig):
@@ -112,6 +118,19 @@ class GenerateConfig(GenerationOptions):
     model: str = Field(description="Model: local HF folder, .gguf file, hub id, or alias smollm2-135m.")
     problems: str = Field(description="Benchmark name (gsm8k, math500, …) or a JSONL file of problems (id, problem, answer).")
     out: Path = Field(description="Output directory (resumed if it exists).")
+    tasks: int = Field(1, ge=1, description="Split the problems into N tasks of disjoint problems (problem i -> task "
+                       "i mod N), each written to OUT/tasks/task-K-of-N/; the output is finished when every task is.")
+    task: int | None = Field(None, ge=0, description="Run only task K (0-based) of --tasks and leave the output "
+                             "unfinished (e.g. one Slurm array task); without it every unfinished task runs here, then "
+                             "the output is finished.")
+
+    def writer_dir(self) -> Path:
+        """The directory this run writes (and locks): a task's own when ``task`` is set."""
+        if self.task is None:
+            return Path(self.out)
+        from micota.generation.split import task_dir
+
+        return task_dir(self.out, self.task, self.tasks)
 
     def sample_config_hash(self) -> str:
         """Hash of what shapes a completion; stored in every Sample as ``config_hash``."""
@@ -126,12 +145,20 @@ def build_backend(cfg: GenerationOptions, model: str) -> GenerationBackend:
                         trust_remote_code=cfg.trust_remote_code, **cfg.backend_opts())
 
 
+def shard_files(out_dir: str | Path) -> list[Path]:
+    """The sample shards of a generate output: its own, then its tasks' (``tasks/*/``), by name."""
+    out = Path(out_dir)
+    return sorted(out.glob(SHARD_GLOB)) + sorted(out.glob(TASK_SHARD_GLOB))
+
+
 def load_samples(out_dir: str | Path) -> list[Sample]:
-    """Every Sample in a generate output directory (torn tails dropped)."""
+    """Every Sample in a generate output directory, its tasks' included (torn tails dropped; a key
+    written twice is kept once, with a warning)."""
     out = Path(out_dir)
     if not out.is_dir():
         raise UserError(f"{out}: no such samples directory")
-    return read_jsonl_dir(out, Sample, pattern=SHARD_GLOB)
+    rows = [s for f in shard_files(out) for s in read_jsonl(f, Sample, drop_torn_tail=True)]
+    return dedupe_by_key(rows, str(out))
 
 
 def _check_existing(out: Path, chash: str, cfg: "GenerateConfig | None" = None) -> list[Sample]:
@@ -166,52 +193,76 @@ def generate(cfg: GenerateConfig, *, backend: BackendArg = None) -> Path:
     """Generate ``cfg.n`` samples per problem into ``cfg.out``; resumes; returns the directory.
 
     ``backend`` may be a ready backend (e.g. wrapping an already-loaded model) or a zero-argument
-    callable that builds one; it is only called when there is work to do."""
+    callable that builds one; it is only called when there is work to do. With ``tasks > 1`` the
+    problems are split into tasks (:func:`micota.generation.split.generate_split`)."""
+    if cfg.tasks > 1 or cfg.task is not None:
+        from micota.generation.split import generate_split
+
+        return generate_split(cfg, backend=backend)
+    problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
+    return generate_part(cfg, Path(cfg.out), problems, backend=backend)
+
+
+def generate_part(cfg: GenerateConfig, out: Path, problems: list[Problem], *, backend: BackendArg = None,
+                  stage: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Generate the missing samples of ``problems`` into ``out`` and write its manifest.
+
+    ``stage`` (default ``out``) is the whole output whose rows count as done: a task of a split
+    output (``out`` = the task's directory) skips keys written anywhere in the stage."""
     t0 = time.time()
     template = cfg.template_text()
-    problems = load_problems(cfg.problems, data_dir=cfg.data_dir, limit=cfg.limit)
-    out = Path(cfg.out)
+    stage = stage or out
     chash = cfg.sample_config_hash()
-    existing = _check_existing(out, chash, cfg)
+    existing = _check_existing(stage, chash, cfg)
     done = {s.key for s in existing}
-    if len(done) != len(existing):
-        raise UserError(f"{out}: duplicate (problem_id, sample_idx) keys in the shards; the directory was edited by hand")
     pending = [p for p in problems if any((p.id, i) not in done for i in range(cfg.n))]
     th = existing[0].template_hash if existing else None
-    written = dropped_long = 0
+    written, skipped = 0, set()
     if pending:
         be = backend if backend is None or isinstance(backend, GenerationBackend) else backend()
         own = be is None  # built here: closed (engine shut down) when this stage ends
         be = be or build_backend(cfg, cfg.model)
         try:
-            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template, len(problems) * cfg.n)
-            dropped_long = len(skipped)
+            th, written, skipped = _generate_pending(cfg, be, pending, done, th, chash, out, template,
+                                                     len(problems) * cfg.n, stage)
             problems = [p for p in problems if p.id not in skipped]
         finally:
             if own:
                 close_backend(be)
-    elif not out.is_dir():
+    elif stage == out and not out.is_dir():
         raise UserError(f"{cfg.problems}: no problems to generate")
-    samples = load_samples(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = {p.id for p in problems}
+    samples = load_samples(out) if stage == out else [s for s in load_samples(stage) if s.problem_id in ids]
     keys = {s.key for s in samples}
     want = {(p.id, i) for p in problems for i in range(cfg.n)}
     if not want <= keys:  # cannot happen unless the backend returned fewer completions than asked
         raise UserError(f"{out}: {len(want - keys)} samples missing after generation (backend returned too few)")
-    stop = sum(s.finish_reason == "stop" for s in samples)
-    write_manifest(
-        out, stage="generate", config=cfg, started_at=t0,
-        inputs={"problems": cfg.problems if Path(cfg.problems).is_file() else None},
-        counts={"problems": len(problems), "samples": len(samples), "generated_this_run": written,
-                "dropped_long_prompts": dropped_long,
-                "finish_stop": stop, "finish_length": len(samples) - stop},
-        extra={"model": cfg.model, "backend": cfg.backend, "template_hash": th, "sample_config_hash": chash,
-               "sampling": cfg.sampling_params().__dict__},
-    )
+    write_generate_manifest(cfg, out, t0=t0, problems=len(problems), samples=samples, written=written,
+                            dropped=sorted(skipped), template_hash=th, extra=extra)
     return out
 
 
+def write_generate_manifest(cfg: GenerateConfig, out: Path, *, t0: float, problems: int, samples: list[Sample],
+                            written: int, dropped: list[str], template_hash: str | None,
+                            extra: dict[str, Any] | None = None) -> Path:
+    """``out/manifest.json`` of a generate output (or of one task of a split one), written last."""
+    stop = sum(s.finish_reason == "stop" for s in samples)
+    return write_manifest(
+        out, stage="generate", config=cfg, started_at=t0,
+        inputs={"problems": cfg.problems if Path(cfg.problems).is_file() else None},
+        counts={"problems": problems, "samples": len(samples), "generated_this_run": written,
+                "dropped_long_prompts": len(dropped),
+                "finish_stop": stop, "finish_length": len(samples) - stop},
+        extra={"model": cfg.model, "backend": cfg.backend, "template_hash": template_hash,
+               "sample_config_hash": cfg.sample_config_hash(), "sampling": cfg.sampling_params().__dict__,
+               "dropped_long_prompt_ids": dropped, **(extra or {})},
+    )
+
+
 def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], done: set[tuple[str, int]],
-                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int) -> tuple[str, int, set[str]]:
+                      th: str | None, chash: str, out: Path, template: str | None, n_wanted: int,
+                      stage: Path) -> tuple[str, int, set[str]]:
     """Render the pending problems and write their samples into a new shard; (template hash, rows
     written, ids of problems skipped because their prompt does not fit the context)."""
     tok = be.tokenizer
@@ -229,7 +280,8 @@ def _generate_pending(cfg: GenerateConfig, be: GenerationBackend, pending: list[
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(SHARD_GLOB):
         JsonlAppender(old).close()  # truncates a torn last line left by a killed run
-    (out / MANIFEST).unlink(missing_ok=True)  # extending a finished output: it is unfinished until the end
+    for d in {out, stage}:  # extending a finished output (or task): it is unfinished until the end
+        (d / MANIFEST).unlink(missing_ok=True)
     atomic_write_json(out / RUN_CONFIG, cfg.model_dump(mode="json"))
     shard = out / f"samples-{len(list(out.glob(SHARD_GLOB))):05d}.jsonl"
     return th, _run(cfg, be, pending, prompts, ntok, done, th, chash, shard, n_wanted), skipped

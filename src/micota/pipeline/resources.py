@@ -9,12 +9,18 @@
         generate: {gpus_per_node: 1, cpus_per_task: 8, time: "4:00:00"}
         train:    {gpus_per_node: 8, cpus_per_task: 64, mem: 0, time: "1-00:00:00"}
     stages:
-      teacher_gen: {kind: generate, ..., resources: {gpus_per_node: 4, time: "10:00:00"}}
+      teacher_gen: {kind: generate, ..., resources: {gpus_per_node: 4, time: "10:00:00", array: 8}}
 
 A stage's effective resources, later wins: built-in -> ``slurm.defaults[kind]`` -> ``slurm``'s
 partition/account/qos/extra -> the stage's ``resources:``. ``extra`` holds further ``sbatch``
 options (``--constraint=a100``); options the executor sets itself (output, dependency, array, ...)
 or that would run code or write elsewhere are refused.
+
+``array: N`` (a stage whose kind can be split: ``generate``) runs the stage as a Slurm job array of N
+tasks, each asking for the resources above and computing a disjoint share of the problems
+(:mod:`micota.generation.split`), plus one small finish job (1 CPU, no GPU, after all tasks) that
+checks every task and writes the stage's manifest. Only ``--executor slurm`` reads it; the output is
+the same as unsplit.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class Resources(BaseModel):
     account: str | None = None
     qos: str | None = None
     extra: list[str] | None = Field(None, description="further sbatch options, e.g. --constraint=h100")
+    array: int | None = Field(None, ge=1, description="split the stage into N Slurm array tasks of disjoint problems "
+                              "(generate), each with these resources")
 
     @field_validator("time")
     @classmethod

@@ -84,7 +84,7 @@ class Slurm:
         got: dict[str, JobState] = {}
         if not ids:
             return got
-        r = self._call(["squeue", "-h", "--states=all", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"], check=False)
+        r = self._call(["squeue", "-h", "-r", "--states=all", "-j", ",".join(ids), "-o", "%i|%T|%M|%r"], check=False)
         if r.returncode == 0:
             for line in r.stdout.splitlines():
                 parts = line.strip().split("|")
@@ -119,18 +119,31 @@ def _records_path(out: Path) -> Path:
     return out / JOBS_DIR / "jobs.jsonl"
 
 
-def read_records(out: Path) -> dict[str, dict]:
-    """Latest submission per stage instance (``OUT/.pipeline/slurm/jobs.jsonl``)."""
-    latest: dict[str, dict] = {}
+def all_records(out: Path) -> list[dict]:
+    """Every submission, oldest first (``OUT/.pipeline/slurm/jobs.jsonl``)."""
+    recs: list[dict] = []
     p = _records_path(out)
     if p.is_file():
         for line in p.read_text().splitlines():
             try:
-                rec = json.loads(line)
+                recs.append(json.loads(line))
             except json.JSONDecodeError:  # a torn last line from a killed submitter
                 continue
-            latest[rec["instance"]] = rec
-    return latest
+    return recs
+
+
+def read_records(out: Path) -> dict[str, dict]:
+    """Latest submission per stage instance."""
+    return {rec["instance"]: rec for rec in all_records(out)}
+
+
+def task_jobs(out: Path, name: str, key: str, tasks: int) -> dict[int, str]:
+    """Latest array-task job id (``ARRAY_K``) of each task of stage ``name`` split into ``tasks``."""
+    got: dict[int, str] = {}
+    for rec in all_records(out):
+        if rec["instance"] == name and rec.get("key") == key and rec.get("tasks") == tasks and rec.get("array_job"):
+            got.update({k: f"{rec['array_job']}_{k}" for k in rec.get("array_tasks", [])})
+    return got
 
 
 def _append_record(out: Path, rec: dict) -> None:
@@ -164,13 +177,14 @@ def sbatch_options(res: Resources, *, name: str, log: str, deps: list[str], requ
     return opts + list(res.extra or [])
 
 
-def stage_argv(plan: Plan, inst: Instance, res: Resources) -> tuple[list[str], bool]:
-    """The command of one job and whether it must be started through ``srun`` (one launcher per node)."""
+def stage_argv(plan: Plan, inst: Instance, res: Resources, more: list[str] = ()) -> tuple[list[str], bool]:
+    """The command of one job and whether it must be started through ``srun`` (one launcher per node);
+    ``more``: further ``micota.pipeline.exec`` arguments (``--task``, ``--finish``)."""
     cfg = write_config(plan, inst)
     launcher = inst.launcher or LauncherSpec()
-    tail = ["-m", "micota.pipeline.exec", inst.stage.kind, str(cfg), *inputs_args(plan, inst)]
+    tail = ["-m", "micota.pipeline.exec", inst.stage.kind, str(cfg), *inputs_args(plan, inst), *more]
     if (res.nodes or 1) <= 1:
-        return launcher_command(launcher, inst.stage.kind, cfg) + inputs_args(plan, inst), False
+        return launcher_command(launcher, inst.stage.kind, cfg) + inputs_args(plan, inst) + list(more), False
     per_node = launcher.num_processes
     if launcher.type == "accelerate":
         cmd = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -193,8 +207,8 @@ def _q(arg: str) -> str:
     return f'"{arg}"' if "$" in arg and not any(c in arg for c in '"`\\') else shlex.quote(arg)
 
 
-def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str]) -> str:
-    argv, multinode = stage_argv(plan, inst, res)
+def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str], more: list[str] = ()) -> str:
+    argv, multinode = stage_argv(plan, inst, res, more)
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts),
              f"# micota stage {inst.name} ({inst.stage.kind}), key {inst.key}",
              'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"',
@@ -220,21 +234,70 @@ def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str]) ->
 class SlurmExecutor:
     def __init__(self, slurm: Slurm | None = None):
         self.slurm = slurm or Slurm()
+        self.tasks: dict[str, dict[int, str]] = {}  # split stage -> {task: array-task job id} being waited on
 
-    def _submit(self, plan: Plan, inst: Instance, deps: list[str]) -> str:
+    def _sbatch(self, plan: Plan, inst: Instance, res: Resources, deps: list[str], *, suffix: str = "",
+                more: list[str] = (), array: list[int] | None = None) -> str:
+        """Write ``<instance><suffix>.sbatch`` and submit it; returns the job (array) id."""
         settings = plan.spec.slurm
-        res = settings.resolve(inst.stage.kind, inst.stage.resources)
         logs = plan.out / LOG_DIR
         logs.mkdir(parents=True, exist_ok=True)
-        opts = sbatch_options(res, name=f"{plan.spec.name}:{inst.name}"[:120], log=str(logs / f"{inst.name}-%j.log"),
+        log = logs / f"{inst.name}{suffix}-{'%A_%a' if array else '%j'}.log"
+        opts = sbatch_options(res, name=f"{plan.spec.name}:{inst.name}{suffix}"[:120], log=str(log),
                               deps=deps, requeue=settings.requeue, requeue_before_s=settings.requeue_before_s)
-        script = plan.out / JOBS_DIR / f"{inst.name}.sbatch"
+        if array:
+            opts.append(f"--array={','.join(map(str, array))}")
+        script = plan.out / JOBS_DIR / f"{inst.name}{suffix}.sbatch"
         script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(batch_script(plan, inst, res, opts))
-        job = self.slurm.submit(script)
+        script.write_text(batch_script(plan, inst, res, opts, more))
+        return self.slurm.submit(script)
+
+    def _submit(self, plan: Plan, inst: Instance, deps: list[str]) -> str:
+        res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
+        job = self._sbatch(plan, inst, res, deps)
         _append_record(plan.out, {"instance": inst.name, "key": inst.key, "job_id": job, "dir": inst.dir.name,
                                   "log": str(job_log(plan.out, inst.name, job)), "submitted": time.time()})
         return job
+
+    def _submit_split(self, plan: Plan, inst: Instance, res: Resources, deps: list[str], echo: Echo) -> str:
+        """A stage split into ``res.array`` tasks: one job array of the unfinished tasks not still queued
+        or running, then a finish job after all of them; returns the finish job's id (what dependants
+        and the waiter follow)."""
+        from micota.generation.split import tasks_complete
+
+        n = res.array or 1
+        assert inst.kind is not None and inst.config is not None
+        if inst.kind.split is None:
+            raise UserError(f"stages.{inst.stage.name}.resources.array: kind {inst.stage.kind!r} cannot be split into tasks")
+        if getattr(inst.config, "tasks", 1) not in (1, n):
+            raise UserError(f"stages.{inst.stage.name}: tasks: {inst.config.tasks} contradicts resources.array: {n}")
+        inst.config = inst.config.model_copy(update={"tasks": n, "task": None})
+        latest = task_jobs(plan.out, inst.name, inst.key, n)
+        todo = [k for k, ok in enumerate(tasks_complete(inst.dir, n)) if not ok]
+        states = self.slurm.states([latest[k] for k in todo if k in latest])
+        live = {k: latest[k] for k in todo if k in latest and states[latest[k]].live}
+        again = [k for k in todo if k not in live]
+        old = read_records(plan.out).get(inst.name)
+        if old and old.get("key") == inst.key and old.get("tasks") == n and not again \
+                and self.slurm.states([old["job_id"]])[old["job_id"]].live:
+            echo(f"[slurm] {inst.name}: tasks {sorted(live)} and finish job {old['job_id']} still queued or running "
+                 "(not resubmitted)")
+            self.tasks[inst.name] = live
+            return old["job_id"]
+        if old and old.get("key") == inst.key and old.get("tasks"):
+            self.slurm.cancel([old["job_id"]])  # a finish job waiting on a task that died: replaced below
+        array = self._sbatch(plan, inst, res, deps, more=["--task", "$SLURM_ARRAY_TASK_ID"], array=again) if again else None
+        self.tasks[inst.name] = {**live, **{k: f"{array}_{k}" for k in again}}
+        finish_res = res.model_copy(update={"nodes": 1, "gpus_per_node": 0, "cpus_per_task": 1, "array": None})
+        finish = self._sbatch(plan, inst, finish_res, deps + ([array] if array else []) + list(live.values()),
+                              suffix="-finish", more=["--finish"])
+        _append_record(plan.out, {"instance": inst.name, "key": inst.key, "job_id": finish, "dir": inst.dir.name,
+                                  "log": str(job_log(plan.out, f"{inst.name}-finish", finish)), "tasks": n,
+                                  "array_job": array, "array_tasks": again, "submitted": time.time()})
+        echo(f"[slurm] {inst.name} ({inst.stage.kind}): {n} tasks; submitted array job {array} for tasks {again}"
+             f"{', still running: ' + ' '.join(live.values()) if live else ''}{' after ' + ','.join(deps) if deps else ''}; "
+             f"finish job {finish}")
+        return finish
 
     def run(self, plan: Plan, todo: list[Instance], done: Done, echo: Echo) -> None:
         for kind in plan.spec.slurm.defaults:
@@ -248,6 +311,10 @@ class SlurmExecutor:
         jobs: dict[str, str] = {}
         for inst in todo:
             deps = [jobs[d] for d in inst.deps if d in jobs]
+            res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
+            if (res.array or 1) > 1:
+                jobs[inst.name] = self._submit_split(plan, inst, res, deps, echo)
+                continue
             if old.get(inst.name) in live_old:
                 jobs[inst.name] = old[inst.name]
                 echo(f"[slurm] {inst.name}: job {jobs[inst.name]} is still queued or running (not resubmitted)")
@@ -257,34 +324,55 @@ class SlurmExecutor:
                  f"{' after ' + ','.join(deps) if deps else ''}")
         self._wait(plan, todo, jobs, done, echo)
 
+    def _failed_task(self, plan: Plan, name: str, states: dict[str, JobState], seen: dict[str, str], echo: Echo) -> str | None:
+        """Follow the array tasks of a split stage: echo state changes; the first task that ended
+        without completing, as a failure line (finished tasks are dropped from the watch)."""
+        watch = self.tasks.get(name, {})
+        for k, job in sorted(watch.items()):
+            st = states[job]
+            if seen.get(job) != st.state:
+                seen[job] = st.state
+                echo(f"[slurm] {name}[{k}]: job {job} {st.state}")
+            if st.live:
+                continue
+            del watch[k]
+            if st.state != "COMPLETED":
+                from micota.generation.split import task_dir
+
+                inst = plan.get(name)
+                n = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources).array or 1
+                if st.state == "UNKNOWN" and is_complete(task_dir(inst.dir, k, n)):  # purged from the queue's memory
+                    continue
+                return f"stage {name} ({inst.stage.kind}) task {k} job {job} {st.state}; log: {job_log(plan.out, name, job)}"
+        return None
+
     def _wait(self, plan: Plan, todo: list[Instance], jobs: dict[str, str], done: Done, echo: Echo) -> None:
         pending = {i.name: i for i in todo}
         seen: dict[str, str] = {}
         failed: list[str] = []
         try:
             while pending:
-                states = self.slurm.states([jobs[n] for n in pending])
+                ids = [jobs[n] for n in pending] + [j for n in pending for j in self.tasks.get(n, {}).values()]
+                states = self.slurm.states(ids)
                 for name in list(pending):
                     if name not in pending:  # cancelled above, with a failed input
                         continue
                     inst, st = pending[name], states[jobs[name]]
+                    bad_task = self._failed_task(plan, name, states, seen, echo)
                     if seen.get(name) != st.state:
                         seen[name] = st.state
                         echo(f"[slurm] {name}: job {jobs[name]} {st.state}"
                              f"{' (' + st.reason + ')' if st.reason not in ('', 'None') else ''}")
-                    if st.live:
+                    if st.live and not bad_task:
                         continue
                     del pending[name]
-                    if st.state == "COMPLETED" and is_complete(inst.dir):
-                        done(inst)
+                    if not bad_task and st.state in ("COMPLETED", "UNKNOWN") and is_complete(inst.dir):
+                        done(inst)  # UNKNOWN: purged from the queue's memory
                         continue
-                    if st.state == "UNKNOWN" and is_complete(inst.dir):  # purged from the queue's memory
-                        done(inst)
-                        continue
-                    log = job_log(plan.out, name, jobs[name])
-                    failed.append(f"stage {name} ({inst.stage.kind}) job {jobs[name]} {st.state}; log: {log}")
+                    failed.append(bad_task or f"stage {name} ({inst.stage.kind}) job {jobs[name]} {st.state}; "
+                                  f"log: {job_log(plan.out, name + ('-finish' if name in self.tasks else ''), jobs[name])}")
                     stop = [n for n in pending if n in _downstream_of(plan, name)]
-                    self.slurm.cancel([jobs[n] for n in stop])
+                    self.slurm.cancel([jobs[name]] * bool(bad_task) + [jobs[n] for n in stop])
                     for n in stop:
                         del pending[n]
                         echo(f"[slurm] {n}: cancelled (input stage {name} failed)")
@@ -309,19 +397,31 @@ def _downstream_of(plan: Plan, name: str) -> set[str]:
 
 # ----------------------------------------------------------------------------- --status / --cancel
 def status_rows(plan: Plan, slurm: Slurm | None = None) -> list[dict]:
-    """One row per stage instance: plan status, and its latest job's id, state, elapsed time and log."""
+    """One row per stage instance: plan status, and its latest job's id, state, elapsed time and log;
+    a stage split into array tasks also has one row per task (``stage[K]``: its output, latest job)."""
+    from micota.generation.split import task_dir
+
     slurm = slurm or Slurm()
     records = read_records(plan.out)
     keys = {i.name: i.key for i in plan.instances}
     current = {n: r for n, r in records.items() if r.get("key") == keys.get(n)}
-    states = slurm.states(sorted({r["job_id"] for r in current.values()})) if current else {}
+    tasks = {n: task_jobs(plan.out, n, r["key"], r["tasks"]) for n, r in current.items() if r.get("tasks")}
+    ids = {r["job_id"] for r in current.values()} | {j for t in tasks.values() for j in t.values()}
+    states = slurm.states(sorted(ids)) if ids else {}
+
+    def row(stage: str, status: str, job: str, log: str) -> dict:
+        st = states.get(job)
+        return {"stage": stage, "status": status, "job": job, "state": st.state if st else "",
+                "elapsed": st.elapsed if st else "", "log": log}
+
     rows = []
     for inst in plan.instances:
         rec = current.get(inst.name)
-        st = states.get(rec["job_id"]) if rec else None
-        rows.append({"stage": inst.name, "status": inst.status, "job": rec["job_id"] if rec else "",
-                     "state": st.state if st else "", "elapsed": st.elapsed if st else "",
-                     "log": rec["log"] if rec else ""})
+        rows.append(row(inst.name, inst.status, rec["job_id"] if rec else "", rec["log"] if rec else ""))
+        for k in range(rec.get("tasks") or 0) if rec else ():
+            d, job = task_dir(inst.dir, k, rec["tasks"]), tasks[inst.name].get(k, "")
+            status = "cached" if is_complete(d) else "resume" if d.exists() else "run"
+            rows.append(row(f"{inst.name}[{k}]", status, job, str(job_log(plan.out, inst.name, job)) if job else ""))
     return rows
 
 
@@ -340,7 +440,9 @@ def format_status(rows: list[dict]) -> str:
 def cancel_jobs(plan: Plan, slurm: Slurm | None = None) -> list[str]:
     """Cancel every queued or running job of this pipeline's output directory; returns their ids."""
     slurm = slurm or Slurm()
-    ids = sorted({r["job_id"] for r in read_records(plan.out).values()})
+    recs = all_records(plan.out)
+    ids = sorted({r["job_id"] for r in recs} | {f"{r['array_job']}_{k}" for r in recs if r.get("array_job")
+                                                for k in r.get("array_tasks", [])})
     live = [j for j, s in slurm.states(ids).items() if s.live]
     slurm.cancel(live)
     return live

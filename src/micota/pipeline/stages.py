@@ -55,7 +55,10 @@ def plugins_allowed(allow: bool = True) -> Iterator[None]:
 class StageKind:
     """One stage kind. ``config``/``fn`` are ``module:attr`` paths; ``launchable`` kinds may run
     under a multi-process launcher (accelerate, torchrun); ``loads_model`` kinds run in a child
-    process under the ``local`` executor (see :mod:`micota.pipeline.executors`)."""
+    process under the ``local`` executor (see :mod:`micota.pipeline.executors`). A kind with ``split``
+    (``module:function`` finishing a split output) may run as N tasks, e.g. Slurm array tasks
+    (``resources: {array: N}``): its config has ``tasks``/``task`` fields, task K runs the stage with
+    ``task=K`` and ``split(config)`` writes the stage's manifest once all are complete."""
 
     name: str
     config: str
@@ -64,6 +67,7 @@ class StageKind:
     description: str = ""
     accepts_empty: bool = False  # runs even when an input stage produced nothing (report, stats)
     loads_model: bool = True  # the local executor runs it in a child process (GPU memory freed after)
+    split: str | None = None  # "module:function" finishing an output computed as N tasks (generate)
 
     def load(self) -> tuple[type[StageConfig], Callable[[Any], Any]]:
         return _import(self.config, self.name), _import(self.fn, self.name)
@@ -104,7 +108,7 @@ for _k in (
     StageKind("pretrain", "micota.data.world:PretrainConfig", "micota.data.world:pretrain_bases",
               description="train the System-1 base models of the miniature world on short traces"),
     StageKind("generate", "micota.generation.runner:GenerateConfig", "micota.generation.runner:generate",
-              description="sample completions for a problem set"),
+              description="sample completions for a problem set", split="micota.generation.split:finish_split"),
     StageKind("eval", "micota.eval:EvalConfig", "micota.eval:evaluate", description="generate + grade + summary"),
     StageKind("decontaminate", "micota.data.decontaminate:DecontaminateConfig", "micota.data.decontaminate:decontaminate",
               description="drop training problems sharing an n-gram with a benchmark problem", loads_model=False),
