@@ -255,14 +255,14 @@ def test_quick_recipe_under_slurm_gives_the_local_executors_numbers(slurm, quick
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script(plan, name: str) -> str:
+def _script(plan, name: str, more: list[str] = ()) -> str:
     from micota.pipeline.slurm import batch_script, sbatch_options
 
     inst = plan.get(name)
     res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
     opts = sbatch_options(res, name=name, log="/logs/x-%j.log", deps=["11", "12"] if inst.deps else [],
                           requeue=True, requeue_before_s=300)
-    text = batch_script(plan, inst, res, opts)
+    text = batch_script(plan, inst, res, opts, more)
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)  # valid bash
     return text
 
@@ -273,8 +273,14 @@ def test_paper_recipe_jobs_ask_for_the_declared_resources(tmp_path):
 
     # the batch scripts of a GPU cluster, rendered here (no vllm/deepspeed on this machine)
     plan = make_plan(load_pipeline(REPO / "recipes" / "paper" / "qwen2.5-7b.yaml"), tmp_path / "out", check_extras=False)
-    teacher = _script(plan, "teacher_gen")
-    assert "#SBATCH --gpus-per-node=4\n" in teacher and "#SBATCH --time=12:00:00\n" in teacher
+    teacher = _script(plan, "teacher_gen", ["--task", "$SLURM_ARRAY_TASK_ID"])
+    assert "#SBATCH --gpus-per-node=4\n" in teacher and "#SBATCH --time=4:00:00\n" in teacher
+    inst = plan.get("teacher_gen")  # split into 4 array tasks; each runs its own task of the stage
+    assert plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources).array == 4
+    run = next(line for line in teacher.splitlines() if "micota.pipeline.exec generate" in line)
+    words = subprocess.run(["bash", "-c", "printf '%s\\n' " + run.rstrip("& ")], env={"SLURM_ARRAY_TASK_ID": "3"},
+                           capture_output=True, text=True).stdout.splitlines()
+    assert words[-2:] == ["--task", "3"], words
     assert "#SBATCH --cpus-per-task=16\n" in teacher and "#SBATCH --mem=128G\n" in teacher  # slurm.defaults.generate
     # the teacher waits for the decontamination job only (one dependency)
     assert teacher.count("#SBATCH --dependency=afterok:") == 1 and "#SBATCH --requeue\n" in teacher and "#SBATCH --signal=B:USR1@300\n" in teacher
@@ -331,6 +337,24 @@ def test_bad_resources_name_the_key(tmp_path):
             parse_pipeline(spec)
     with pytest.raises(UserError, match=r"slurm\.extra"):
         parse_pipeline({**base, "slurm": {"extra": ["--wrap=rm -rf /"]}})
+    with pytest.raises(UserError, match=r"stages\.a\.resources\.array"):
+        parse_pipeline({**base, "stages": {"a": {"kind": "filter", "inputs": {"samples": "s"}, "resources": {"array": 0}}}})
+
+
+def test_array_split_of_a_kind_that_cannot_split_fails_before_anything_is_submitted(tmp_path):
+    from micota.errors import UserError
+    from micota.pipeline.planner import make_plan
+    from micota.pipeline.schema import parse_pipeline
+    from micota.pipeline.slurm import SlurmExecutor
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("")
+    spec = {"name": "x", "out": str(tmp_path / "out"), "stages": {
+        "f": {"kind": "filter", "inputs": {"samples": str(samples)}, "resources": {"array": 2}}}}
+    plan = make_plan(parse_pipeline(spec))
+    with pytest.raises(UserError, match=r"^stages\.f\.resources\.array: kind 'filter' cannot be split into array tasks"):
+        SlurmExecutor().run(plan, plan.instances, lambda i: None, print)
+    assert not (tmp_path / "out" / ".pipeline" / "slurm").exists()  # nothing submitted
 
 
 def test_a_job_at_its_time_limit_requeues_itself_and_resumes(slurm, tmp_path, cli):

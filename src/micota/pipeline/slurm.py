@@ -12,6 +12,13 @@ this working directory; a multi-node stage (``nodes > 1``) runs ``srun`` with on
 ``OUT/.pipeline/slurm/jobs.jsonl``; a rerun reuses a job still queued or running for the same
 stage key instead of submitting it twice.
 
+A generate stage with ``resources: {array: N}`` becomes a job array of its unfinished tasks
+(``--array=K,...``, each running ``exec ... --task $SLURM_ARRAY_TASK_ID`` with the stage's resources:
+:mod:`micota.generation.split`) and a 1-CPU finish job (``exec ... --finish``, ``afterok`` on the
+array) that writes the stage's manifest; dependants wait on the finish job. A rerun resubmits only the
+tasks that are neither complete nor still queued or running. Task logs:
+``OUT/.pipeline/logs/<instance>-<array>_<task>.log``; ``--status`` shows one row per task.
+
 Time limits and preemption: jobs are ``--requeue``-able and get ``SIGUSR1`` ``requeue_before_s``
 before their limit, on which the script runs ``scontrol requeue``; the requeued job starts over
 and the stage resumes from what it wrote.
@@ -266,11 +273,7 @@ class SlurmExecutor:
         from micota.generation.split import tasks_complete
 
         n = res.array or 1
-        assert inst.kind is not None and inst.config is not None
-        if inst.kind.split is None:
-            raise UserError(f"stages.{inst.stage.name}.resources.array: kind {inst.stage.kind!r} cannot be split into tasks")
-        if getattr(inst.config, "tasks", 1) not in (1, n):
-            raise UserError(f"stages.{inst.stage.name}: tasks: {inst.config.tasks} contradicts resources.array: {n}")
+        assert inst.config is not None
         inst.config = inst.config.model_copy(update={"tasks": n, "task": None})
         latest = task_jobs(plan.out, inst.name, inst.key, n)
         todo = [k for k, ok in enumerate(tasks_complete(inst.dir, n)) if not ok]
@@ -304,6 +307,8 @@ class SlurmExecutor:
             from micota.pipeline.stages import get_stage_kind
 
             get_stage_kind(kind)  # slurm.defaults names a real kind
+        for inst in todo:  # before anything is submitted
+            check_split(plan, inst)
         records = read_records(plan.out)
         keys = {i.name: i.key for i in plan.instances}
         old = {n: r["job_id"] for n, r in records.items() if r.get("key") == keys.get(n)}
@@ -387,6 +392,19 @@ class SlurmExecutor:
             raise UserError(failed[0] + more)
 
 
+def check_split(plan: Plan, inst: Instance) -> None:
+    """A stage with ``resources.array`` > 1 must be of a kind that can be split (generate), and its
+    config's own ``tasks`` (if set) must agree."""
+    n = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources).array or 1
+    if n <= 1:
+        return
+    if inst.kind is None or inst.kind.split is None:
+        raise UserError(f"stages.{inst.stage.name}.resources.array: kind {inst.stage.kind!r} cannot be split into "
+                        "array tasks (generate can)")
+    if getattr(inst.config, "tasks", 1) not in (1, n):
+        raise UserError(f"stages.{inst.stage.name}: tasks: {inst.config.tasks} contradicts resources.array: {n}")
+
+
 def _downstream_of(plan: Plan, name: str) -> set[str]:
     down = {name}
     for inst in plan.instances:
@@ -449,4 +467,4 @@ def cancel_jobs(plan: Plan, slurm: Slurm | None = None) -> list[str]:
 
 
 __all__ = ["Slurm", "JobState", "SlurmExecutor", "status_rows", "format_status", "cancel_jobs", "read_records",
-           "batch_script", "sbatch_options"]
+           "all_records", "task_jobs", "check_split", "batch_script", "sbatch_options"]
