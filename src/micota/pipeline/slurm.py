@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from micota.errors import UserError
 from micota.manifest import is_complete
@@ -184,7 +185,7 @@ def sbatch_options(res: Resources, *, name: str, log: str, deps: list[str], requ
     return opts + list(res.extra or [])
 
 
-def stage_argv(plan: Plan, inst: Instance, res: Resources, more: list[str] = ()) -> tuple[list[str], bool]:
+def stage_argv(plan: Plan, inst: Instance, res: Resources, more: Sequence[str] = ()) -> tuple[list[str], bool]:
     """The command of one job and whether it must be started through ``srun`` (one launcher per node);
     ``more``: further ``micota.pipeline.exec`` arguments (``--task``, ``--finish``)."""
     cfg = write_config(plan, inst)
@@ -214,7 +215,7 @@ def _q(arg: str) -> str:
     return f'"{arg}"' if "$" in arg and not any(c in arg for c in '"`\\') else shlex.quote(arg)
 
 
-def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str], more: list[str] = ()) -> str:
+def batch_script(plan: Plan, inst: Instance, res: Resources, opts: list[str], more: Sequence[str] = ()) -> str:
     argv, multinode = stage_argv(plan, inst, res, more)
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts),
              f"# micota stage {inst.name} ({inst.stage.kind}), key {inst.key}",
@@ -244,7 +245,7 @@ class SlurmExecutor:
         self.tasks: dict[str, dict[int, str]] = {}  # split stage -> {task: array-task job id} being waited on
 
     def _sbatch(self, plan: Plan, inst: Instance, res: Resources, deps: list[str], *, suffix: str = "",
-                more: list[str] = (), array: list[int] | None = None) -> str:
+                more: Sequence[str] = (), array: list[int] | None = None) -> str:
         """Write ``<instance><suffix>.sbatch`` and submit it; returns the job (array) id."""
         settings = plan.spec.slurm
         logs = plan.out / LOG_DIR
@@ -377,7 +378,8 @@ class SlurmExecutor:
                     failed.append(bad_task or f"stage {name} ({inst.stage.kind}) job {jobs[name]} {st.state}; "
                                   f"log: {job_log(plan.out, name + ('-finish' if name in self.tasks else ''), jobs[name])}")
                     stop = [n for n in pending if n in _downstream_of(plan, name)]
-                    self.slurm.cancel([jobs[name]] * bool(bad_task) + [jobs[n] for n in stop])
+                    # a failed task: its finish job (waiting on it) goes too; the task's siblings keep running
+                    self.slurm.cancel(([jobs[name]] if bad_task else []) + [jobs[n] for n in stop])
                     for n in stop:
                         del pending[n]
                         echo(f"[slurm] {n}: cancelled (input stage {name} failed)")
