@@ -91,6 +91,51 @@ def small_disk(tmp_path):
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
+def write_gguf(model_dir: Path, path: Path) -> Path:
+    """A float32 GGUF file (qwen2 architecture, gpt2 byte-level tokenizer) of a tiny model folder:
+    written with the ``gguf`` package the way llama.cpp's converter lays one out, so transformers'
+    GGUF loader reads back the same tensors and the same tokenizer."""
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tj = json.loads((model_dir / "tokenizer.json").read_text())
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    tokens = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    special = {a["id"]: a["content"] for a in tj["added_tokens"]}
+    for i, t in sorted(special.items()):
+        if i < len(tokens):
+            tokens[i] = t
+        else:
+            tokens.append(t)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    w.add_pad_token_id(cfg["pad_token_id"])
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, cfg["num_hidden_layers"])
+    for k, v in load_file(model_dir / "model.safetensors").items():
+        w.add_tensor(names.get_name(k, try_suffixes=(".weight", ".bias")), v.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def free_port() -> int:
     import socket
 
