@@ -124,6 +124,8 @@ def write_gguf(model_dir: Path, path: Path) -> Path:
     w.add_token_list(tokens)
     w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    template = model_dir / "chat_template.jinja"
+    w.add_chat_template(template.read_text() if template.is_file() else json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, cfg["num_hidden_layers"])
