@@ -91,6 +91,7 @@ def small_disk(tmp_path):
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
+
 def write_gguf(model_dir: Path, path: Path) -> Path:
     """A float32 GGUF file (qwen2 architecture, gpt2 byte-level tokenizer) of a tiny model folder:
     written with the ``gguf`` package the way llama.cpp's converter lays one out, so transformers'
