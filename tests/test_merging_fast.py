@@ -54,7 +54,7 @@ def _reference(method, b32, f32, w, density, seed, name, n):
     d = f32 - b32
     flat = d.reshape(-1).clone()
     if method in ("dare_ties", "dare_linear"):
-        keep = np.concatenate([fast.keep_mask(fast._tensor_seed(seed, name), j, min(fast.BLOCK, n - s), density)
+        keep = np.concatenate([fast.keep_mask(fast.tensor_seed(seed, name, 0), j, min(fast.BLOCK, n - s), density)
                                for j, s in enumerate(range(0, n, fast.BLOCK))])
         sparse = flat * torch.from_numpy(keep)
         before, after = float(flat.double().abs().sum()), float(sparse.double().abs().sum())

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 import time
@@ -35,14 +34,9 @@ from micota.merging.config import MergeConfig, parse_size
 from micota.merging import sparsify as sp
 from micota.merging.methods import TensorContext, stream_single
 from micota.merging.plan import Plan, TensorPlan, make_plan
-from micota.merging.stage import TV, cpus, finish, hash_inputs, write_side_files
+from micota.merging.stage import TV, cpus, finish, hash_inputs, tensor_seed, write_side_files
 from micota.merging.tensorio import FileHasher, ShardedWriter
 
-
-
-def tensor_seed(seed: int, name: str, index: int) -> int:
-    """The default mode's per-(tensor, model) seed: first 63 bits of sha256('seed:name:index')."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:{index}".encode()).digest()[:8], "little") >> 1
 
 
 class _Budget:

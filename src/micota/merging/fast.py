@@ -39,6 +39,7 @@ import numpy as np
 
 from micota.errors import UserError
 from micota.merging.config import MergeConfig, resolve_setting
+from micota.merging.stage import tensor_seed
 from micota.merging.tensorio import FileHasher, RawInfo, ShardedWriter, read_header_raw
 
 BLOCK = 1 << 17  # elements per block: a few float32 blocks stay in the L2 cache
@@ -286,20 +287,13 @@ def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray) -> tuple[i
     raise RuntimeError("top-k selection did not converge")  # unreachable: the last try spans every key
 
 
-def _tensor_seed(seed: int, name: str) -> int:
-    """Per-tensor mask seed: first 63 bits of sha256('seed:name:0') (as the torch engine's default mode)."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:0".encode()).digest()[:8], "little") >> 1
-
-
 def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
                  write: Callable[[int, np.ndarray], None]) -> dict[str, Any]:
     """Merge one tensor (module docstring), writing output-dtype blocks; returns its report stats."""
     sparsifier, consensus, _, _ = METHODS[method]
     n, p, sh = t.n, t.p, t.shared
     density, w, lam = p["density"], np.float32(p["weight"]), np.float32(sh["lambda"])
-    tseed = _tensor_seed(seed, t.name)
+    tseed = tensor_seed(seed, t.name, 0)
     masked = sparsifier == "random" and density < 1
     topk = sparsifier == "magnitude" and density < 1 and n > 0
     rescale = bool(sh["rescale"]) and sparsifier is not None and density < 1

@@ -31,6 +31,11 @@ TV = "_task_vector_sq"  # per-tensor (‖b‖², ‖f − b‖²), summed into t
 _DTYPE_NAMES = {"BF16": "bfloat16", "F32": "float32", "F16": "float16", "F64": "float64"}
 
 
+def tensor_seed(seed: int, name: str, index: int) -> int:
+    """The default mode's per-(tensor, model) seed: first 63 bits of sha256('seed:name:index')."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:{index}".encode()).digest()[:8], "little") >> 1
+
+
 def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
