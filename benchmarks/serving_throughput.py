@@ -148,7 +148,7 @@ def main() -> None:
             group = prompts[i:i + step]
             for way in (("a", "b") if r % 2 == 0 else ("b", "a")):
                 if way == "a":
-                    out, t, c, _ = run_hf(group)
+                    out, t, c, cs = run_hf(group)
                     out_hf += out
                     t_hf, cpu_hf = t_hf + t, cpu_hf + c
                 else:
@@ -156,7 +156,8 @@ def main() -> None:
                     out_srv += out
                     t_srv, cpu_client, cpu_server = t_srv + t, cpu_client + c, cpu_server + cs
                 print(f"round {r + 1}/{args.rounds} ({way}): {sum(x[0].completion_tokens for x in out)} tokens in "
-                      f"{t:.1f} s, load average {os.getloadavg()[0]:.1f}", flush=True)
+                      f"{t:.1f} s, CPU s: this process {c:.2f}, server {cs:.2f}; load average {os.getloadavg()[0]:.1f}",
+                      flush=True)
         client.close()
     finally:
         server.kill()
