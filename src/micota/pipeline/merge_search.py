@@ -196,7 +196,7 @@ class _Prober:
     def _probe(self, model: str, out: Path) -> dict[str, Any]:
         from micota.data.stats import _MARKER_RE
         from micota.generation.runner import GenerateConfig, generate
-        from micota.report.build import load_graded
+        from micota.generation.graded import load_graded
         from micota.scoring.stats import bootstrap_ci
 
         cfg = self.cfg

@@ -12,8 +12,9 @@ Flow of :func:`train`:
 2. TRL trains on the pre-tokenized ``input_ids`` + ``completion_mask`` with
    ``completion_only_loss=True`` (loss on completion tokens only), ``max_length`` given to TRL only to pack to
    (without packing TRL gets none: pre-flight already dropped longer examples, so its "Truncating" pass is skipped),
-   optional packing (best-fit decreasing, padding-free positions so packed examples do not attend
-   to each other), cosine schedule with warmup, resumable checkpoints in ``.OUT.checkpoints``.
+   optional packing (``bfd``: best-fit decreasing, padding-free positions so packed examples do not attend
+   to each other; ``wrapped``: concatenated and cut into max_length rows, as in LLM pretraining — on CPU
+   the padding-free row makes attention quadratic in batch × length, so the world's bases use ``wrapped``), cosine schedule with warmup, resumable checkpoints in ``.OUT.checkpoints``.
 3. The final model (LoRA merged into full weights) goes to ``.OUT.partial`` and is renamed to OUT
    after ``train_report.json``, ``loss.png`` and ``manifest.json`` (last). Only rank 0 writes.
 
@@ -295,6 +296,7 @@ def train(cfg: TrainConfig) -> Path:
         # still run (and print) a "Truncating train dataset" pass, so it only gets max_length to pack to
         max_length=cfg.max_length if cfg.packing else None,
         packing=cfg.packing,
+        packing_strategy=cfg.packing_strategy,
         completion_only_loss=True,
         report_to="none",
         # without use_cpu, accelerate on a CUDA-less machine under torchrun runs N unsynchronised copies
@@ -374,6 +376,7 @@ def train(cfg: TrainConfig) -> Path:
         "peak_rss_mb_rank0": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "lora": peft_config is not None,
         "packing": cfg.packing,
+        "packing_strategy": cfg.packing_strategy if cfg.packing else None,
         "bf16": args.bf16,
     }
     atomic_write_json(partial / "train_report.json", report)
