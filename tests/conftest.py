@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # bases a test pretrains are cached here, never in the user's ~/.cache (shipped bases are still found)
+USER_CACHE = Path(os.environ.get("MICOTA_CACHE") or Path.home() / ".cache" / "micota")
 os.environ.setdefault("MICOTA_CACHE", tempfile.mkdtemp(prefix="micota-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +51,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The real SmolLM2-135M-Instruct, converted once into the user cache (shared across runs)."""
+    """The real SmolLM2-135M-Instruct: the user's converted copy (``micota models prepare``) if there
+    is one, linked into the test cache (tests only read it), else converted once for the session."""
     from micota.models import prepare_default
+    from micota.models.load import cache_dir
 
+    user, test = USER_CACHE / "models" / "smollm2-135m", cache_dir() / "models" / "smollm2-135m"
+    if test != user and not test.exists() and (user / "config.json").is_file() and any(user.glob("*.safetensors")):
+        test.parent.mkdir(parents=True, exist_ok=True)
+        test.symlink_to(user, target_is_directory=True)
     return prepare_default("smollm2-135m")
 
 

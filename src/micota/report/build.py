@@ -467,6 +467,12 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
             chosen = data.get("chosen", {})
             res["merge_search"] = {k: v for k, v in chosen.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             src.add("merge_search", [ms], "the chosen point of the merge search", pointer="/chosen")
+            sel = data.get("selection") or {}
+            if "target_reached" in sel:  # older outputs have only an ambiguous "met"
+                res["merge_selection"] = {k: sel.get(k) for k in ("rule", "target", "length_tolerance", "tolerance",
+                                                                   "length_ratio", "target_reached", "within_tolerance", "met")}
+                src.add("merge_selection", [ms], "whether the chosen point reached the length target and stayed within "
+                        "the accuracy tolerance", pointer="/selection")
             res["merge_curve"] = {"base": data.get("base"), "finetuned": data.get("finetuned"),
                                   "points": [{k: p.get(k) for k in ("method", "weight", "density", "accuracy", "mean_tokens",
                                                                     "truncated", "reference")} for p in data.get("points", [])]}
