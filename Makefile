@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/micota demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 clean:
 	rm -rf $(VENV) demo-out

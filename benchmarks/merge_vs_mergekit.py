@@ -2,7 +2,8 @@
 
 Each contender runs as a whole process on the same files; wall time and peak RSS of the process
 tree come from ``wait4`` (``ru_maxrss``). The I/O floor reads both inputs and writes one output of
-the same size. Prints medians and ratios for dare_ties and ties.
+the same size. Prints medians and ratios for dare_ties and ties, and the load average at start and end
+(the CPU seconds, user + system, do not depend on the load; wall seconds do).
 
     .venv/bin/python benchmarks/merge_vs_mergekit.py [--reps 3] [--quick] [--workdir DIR]
         [--methods dare_ties,ties] [--contenders micota,mergekit,mergekit-j1,io-floor]
@@ -74,7 +75,8 @@ def main() -> None:
         print(f"generated pair in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     base, ft = work / "base", work / "ft0"
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
-    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}")
+    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; load average at start "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
     env = {"HF_HUB_OFFLINE": "1"}
     params = {"dare_ties": "weight: 0.5, density: 0.5", "ties": "weight: 0.5, density: 0.5"}
@@ -103,6 +105,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
         shutil.rmtree(work / "out", ignore_errors=True)
 
+    print(f"load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\n| method | contender | wall s (median of {args.reps}) | CPU s (median) | peak RSS MiB (max) |")
     print("|---|---|---|---|---|")
     for method, by in results.items():

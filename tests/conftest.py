@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # bases a test pretrains are cached here, never in the user's ~/.cache (shipped bases are still found)
+USER_CACHE = Path(os.environ.get("MICOTA_CACHE") or Path.home() / ".cache" / "micota")
 os.environ.setdefault("MICOTA_CACHE", tempfile.mkdtemp(prefix="micota-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +51,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The real SmolLM2-135M-Instruct, converted once into the user cache (shared across runs)."""
+    """The real SmolLM2-135M-Instruct: the user's converted copy (``micota models prepare``) if there
+    is one, linked into the test cache (tests only read it), else converted once for the session."""
     from micota.models import prepare_default
+    from micota.models.load import cache_dir
 
+    user, test = USER_CACHE / "models" / "smollm2-135m", cache_dir() / "models" / "smollm2-135m"
+    if test != user and not test.exists() and (user / "config.json").is_file() and any(user.glob("*.safetensors")):
+        test.parent.mkdir(parents=True, exist_ok=True)
+        test.symlink_to(user, target_is_directory=True)
     return prepare_default("smollm2-135m")
 
 
@@ -90,6 +97,54 @@ def small_disk(tmp_path):
     yield make
     for d in mounts:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def write_gguf(model_dir: Path, path: Path) -> Path:
+    """A float32 GGUF file (qwen2 architecture, gpt2 byte-level tokenizer) of a tiny model folder:
+    written with the ``gguf`` package the way llama.cpp's converter lays one out, so transformers'
+    GGUF loader reads back the same tensors and the same tokenizer."""
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tj = json.loads((model_dir / "tokenizer.json").read_text())
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    tokens = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    special = {a["id"]: a["content"] for a in tj["added_tokens"]}
+    for i, t in sorted(special.items()):
+        if i < len(tokens):
+            tokens[i] = t
+        else:
+            tokens.append(t)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    template = model_dir / "chat_template.jinja"
+    w.add_chat_template(template.read_text() if template.is_file() else json.loads((model_dir / "tokenizer_config.json").read_text())["chat_template"])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    w.add_pad_token_id(cfg["pad_token_id"])
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, cfg["num_hidden_layers"])
+    for k, v in load_file(model_dir / "model.safetensors").items():
+        w.add_tensor(names.get_name(k, try_suffixes=(".weight", ".bias")), v.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
 
 def free_port() -> int:
     import socket

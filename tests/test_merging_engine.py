@@ -94,8 +94,9 @@ def test_mergekit_yaml_equals_two_model_cli(tmp_path, cli):
 
 
 def test_chunked_single_model_path_matches_whole_tensor_math(tmp_path, monkeypatch):
-    """Big tensors take the in-place, chunked path; force it on tiny tensors and compare."""
+    """Torch engine: big tensors take the in-place, chunked path; force it on tiny tensors and compare."""
     from micota.merging import sparsify
+    from micota.merging.engine import merge
 
     base, (ft,) = make_pair(tmp_path / "m", dtype="float32", tie=False)
     runs = {}
@@ -121,6 +122,8 @@ def test_streamed_big_tensors_equal_the_in_memory_path_and_hashes_are_one_pass(t
     equal micota.io's."""
     from micota.io import sha256_file
     from micota.merging import engine, sparsify
+
+    merge = engine.merge  # the torch engine (two-model merges otherwise take the fast path)
 
     base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=False, hidden=64, intermediate=128, vocab=128,
                             shard_size=20_000)

@@ -25,6 +25,7 @@ PARAMS = {
     "della": "weight: 0.6, density: 0.5, epsilon: 0.1", "della_linear": "weight: 0.5, density: 0.5",
 }
 DETERMINISTIC = {"linear", "task_arithmetic"}  # no selection ties, no randomness: default mode == mergekit
+FAST = {"task_arithmetic", "ties", "dare_ties", "dare_linear"}  # one fine-tune: micota.merging.fast
 
 
 def run_mergekit(cfg_text: str, out: Path, seed: int) -> None:
@@ -79,10 +80,25 @@ def test_byte_identical_to_mergekit(tmp_path, case):
         assert_bytes_equal(tensors(ours), ref, f"{method} --mergekit-compatible")
         written = json_load(ours / "config.json")
         assert written["tie_word_embeddings"] == tied
-        if method in DETERMINISTIC or dtype == "float32" and method in {"ties", "breadcrumbs", "breadcrumbs_ties"}:
-            # default mode: same result (fp32 deltas have no equal magnitudes at the top-k threshold)
+        fast = n_ft == 1 and method in FAST
+        if (method in DETERMINISTIC and not (fast and dtype == "bfloat16")
+                or dtype == "float32" and method in {"ties", "breadcrumbs", "breadcrumbs_ties"}):
+            # default mode: same result (fp32 deltas have no equal magnitudes at the top-k threshold; the
+            # fast path's float32 sequence is the torch engine's)
             ours = merge(from_mergekit_yaml(cfg, out=str(tmp_path / f"df-{method}"), seed=3))
             assert_bytes_equal(tensors(ours), ref, f"{method} default mode")
+        elif method == "task_arithmetic":
+            # bf16, one fine-tune: the fast path computes in float32 and rounds once (mergekit rounds every
+            # step to bf16) — equal to torch's float32 b + w·(f − b) rounded to bf16, and within a few bf16
+            # steps of mergekit's
+            ours = tensors(merge(from_mergekit_yaml(cfg, out=str(tmp_path / f"df-{method}"), seed=3)))
+            b, f = tensors(base), tensors(fts[0])
+            want = {k: (b[k].float() + (f[k].float() - b[k].float()) * 0.3).to(torch.bfloat16) for k in b}
+            assert_bytes_equal(ours, want, "bf16 task_arithmetic default mode vs float32 reference")
+            for k in ours:
+                scale = torch.maximum(torch.maximum(ref[k].float().abs(), b[k].float().abs()), f[k].float().abs())
+                step = scale.clamp_min(1e-30) * 2 ** -6  # mergekit rounds δ, w·δ and b + w·δ to bf16
+                assert bool(((ours[k].float() - ref[k].float()).abs() <= step).all()), k
 
 
 def json_load(p: Path) -> dict:
@@ -128,6 +144,15 @@ def test_two_model_weight_is_the_finetunes_share_as_in_mergekit_yaml(tmp_path, c
                 str(tmp_path / f"ours-{method}"))
         assert r.returncode == 0, r.stderr
         ours = tensors(tmp_path / f"ours-{method}")
+        if method == "task_arithmetic" and dtype == "bfloat16":
+            # default mode (fast path): float32 math rounded once == torch's float32 reference; the mergekit
+            # YAML's bf16 step-by-step rounding is what --mergekit-compatible reproduces
+            want = {k: (b[k].float() + (f[k].float() - b[k].float()) * w).to(torch.bfloat16) for k in b}
+            assert_bytes_equal(ours, want, "two-model task_arithmetic, bf16 default mode")
+            r = cli("merge", "--base", str(base), "--finetuned", str(ft), "--method", method, "--weight", str(w),
+                    "--mergekit-compatible", "--out", str(tmp_path / f"ours-{method}-mk"))
+            assert r.returncode == 0, r.stderr
+            ours = tensors(tmp_path / f"ours-{method}-mk")
         assert_bytes_equal(ours, tensors(tmp_path / f"mk-{method}"), f"two-model {method}")
         # and what a user means by it, checked by hand: 30% of the way from the base to the fine-tune
         name = "model.layers.0.mlp.up_proj.weight"
@@ -188,5 +213,13 @@ def test_mergekit_compatible_on_sharded_inputs_with_tensors_larger_than_a_chunk(
         run_mergekit(cfg.read_text(), tmp_path / f"mk-{method}", seed=5)
         ours = merge(from_mergekit_yaml(cfg, out=str(tmp_path / f"mc-{method}"), seed=5, mergekit_compatible=True))
         assert_bytes_equal(tensors(ours), tensors(tmp_path / f"mk-{method}"), f"{method} --mergekit-compatible, sharded, big")
-    ours = tensors(merge(from_mergekit_yaml(tmp_path / "task_arithmetic.yaml", out=str(tmp_path / "df"))))
-    assert_bytes_equal(ours, tensors(tmp_path / "mk-task_arithmetic"), "task_arithmetic default mode (embedding streamed)")
+    from micota.merging.engine import merge as torch_merge
+
+    ours = tensors(torch_merge(from_mergekit_yaml(tmp_path / "task_arithmetic.yaml", out=str(tmp_path / "df"))))
+    assert_bytes_equal(ours, tensors(tmp_path / "mk-task_arithmetic"), "task_arithmetic torch engine (embedding streamed)")
+    # the fast path on the same sharded pair: float32 math rounded once, == torch's float32 reference
+    fast = tensors(merge(from_mergekit_yaml(tmp_path / "task_arithmetic.yaml", out=str(tmp_path / "fast"))))
+    b, f = tensors(base), tensors(ft)
+    w = float(PARAMS["task_arithmetic"].split(":")[1])
+    assert_bytes_equal(fast, {k: (b[k].float() + (f[k].float() - b[k].float()) * w).to(torch.bfloat16) for k in b},
+                       "task_arithmetic fast path, sharded, big")

@@ -40,30 +40,51 @@ def test_target_length_rule_prefers_within_tolerance_then_closest():
              pt("dare_ties", 0.7, 0.48, 70, 0.8),    # within tolerance, farther
              pt("task_arithmetic", 0.6, 0.45, 40),   # within tolerance (retained 0.9 exactly), |0.4 - 0.5| = 0.10 -> chosen
              pt("linear", 0.5, 0.50, 50, reference=True)]  # perfect, but a reference: never selected
-    chosen, met = select(table, cfg_(target_length_ratio=0.5))
-    assert (chosen["method"], chosen["weight"], met) == ("task_arithmetic", 0.6, True)
+    chosen, got = select(table, cfg_(target_length_ratio=0.5))
+    assert (chosen["method"], chosen["weight"]) == ("task_arithmetic", 0.6)
+    # |0.40 - 0.5| = 0.10 > the default length tolerance 0.05: within tolerance, target NOT reached
+    assert got == {"length_ratio": 0.4, "within_tolerance": True, "target_reached": False, "met": False}
+    assert select(table, cfg_(target_length_ratio=0.5, length_tolerance=0.1))[1]["met"] is True
     assert table[3]["retained"] == pytest.approx(0.9) and table[3]["within_tolerance"] and not table[0]["within_tolerance"]
     # tie on distance: higher accuracy wins
     chosen, _ = select([pt("ties", 0.4, 0.46, 40), pt("ties", 0.6, 0.48, 60)], cfg_(target_length_ratio=0.5))
     assert chosen["weight"] == 0.6
     # nothing within tolerance: the most accurate, and the target is NOT met
-    chosen, met = select([pt("ties", 0.3, 0.2, 50), pt("ties", 0.9, 0.4, 90)], cfg_(target_length_ratio=0.5))
-    assert chosen["weight"] == 0.9 and met is False
+    chosen, got = select([pt("ties", 0.3, 0.2, 50), pt("ties", 0.9, 0.4, 90)], cfg_(target_length_ratio=0.5))
+    assert chosen["weight"] == 0.9 and got["met"] is False and got["within_tolerance"] is False
+    assert got["target_reached"] is False and got["length_ratio"] == 0.9
 
 
 def test_undefined_retention_is_never_within_tolerance():
     p = pt("ties", 0.5, 0.0, 50, ft=(0.0, 100.0))
     assert p["retained"] is None and p["within_tolerance"] is False and p["length_ratio"] == 0.5
-    chosen, met = select([p, pt("ties", 0.7, 0.0, 80, ft=(0.0, 100.0))], cfg_(target_length_ratio=0.5, accuracy_tolerance=1.0))
-    assert met is False and chosen["weight"] == 0.5  # all equally (in)accurate: the closest to the target
+    chosen, got = select([p, pt("ties", 0.7, 0.0, 80, ft=(0.0, 100.0))], cfg_(target_length_ratio=0.5, accuracy_tolerance=1.0))
+    assert got["met"] is False and got["target_reached"] is True and chosen["weight"] == 0.5  # all equally (in)accurate: the closest to the target
+
+
+def test_within_tolerance_but_far_from_the_target_is_not_reported_as_reached():
+    """The reported case: only the fine-tune-like point keeps accuracy; it is chosen at length ratio 0.998 for a
+    target of 0.5 — within tolerance, target NOT reached, goal NOT met, and the summary line says each."""
+    from micota.pipeline.merge_search import describe
+
+    table = [pt("ties", 0.5, 0.2, 50), pt("ties", 1.0, 0.5, 99.8)]
+    cfg = cfg_(target_length_ratio=0.5)
+    chosen, got = select(table, cfg)
+    assert chosen["weight"] == 1.0
+    assert got == {"length_ratio": pytest.approx(0.998), "within_tolerance": True, "target_reached": False, "met": False}
+    line = describe({"chosen": chosen, "finetuned": {"accuracy": 0.5},
+                     "selection": {"rule": "target-length", "target": 0.5, "tolerance": 0.1, "length_tolerance": 0.05, **got}})
+    assert "length ratio 0.998" in line and "NOT reached" in line and "within accuracy tolerance 0.1" in line
+    assert "goal NOT met" in line
 
 
 def test_max_accuracy_rule():
     table = [pt("ties", 0.3, 0.30, 40), pt("ties", 0.5, 0.44, 58), pt("ties", 0.7, 0.49, 75), pt("ties", 1.0, 0.5, 100)]
-    chosen, met = select(table, cfg_(select="max-accuracy", max_length_ratio=0.6))
-    assert chosen["weight"] == 0.5 and met
-    chosen, met = select(table, cfg_(select="max-accuracy", max_length_ratio=0.2))
-    assert chosen["weight"] == 0.3 and not met  # nothing short enough: the shortest
+    chosen, got = select(table, cfg_(select="max-accuracy", max_length_ratio=0.6))
+    assert chosen["weight"] == 0.5 and got["met"] and got["target_reached"] and got["length_ratio"] == 0.58
+    assert got["within_tolerance"] is False  # 0.44 < 0.9 × 0.5: reported, though this rule has no accuracy goal
+    chosen, got = select(table, cfg_(select="max-accuracy", max_length_ratio=0.2))
+    assert chosen["weight"] == 0.3 and not got["met"] and not got["target_reached"]  # nothing short enough: the shortest
 
 
 def test_refinement_needs_no_monotonicity():
@@ -136,11 +157,20 @@ def test_merge_search_cli_writes_table_plot_and_chosen_model(tmp_path, two_tiny,
     assert [(p["method"], p["weight"]) for p in pts if p["reference"]] == [("linear", 0.5)]
     # the tiny random fine-tune solves nothing: retention undefined, nothing within tolerance, target not met
     assert res["finetuned"]["accuracy"] == 0 and all(p["retained"] is None and not p["within_tolerance"] for p in pts)
-    assert res["selection"] == {"rule": "target-length", "target": 0.5, "tolerance": 0.1, "met": False}
+    sel = res["selection"]
+    assert {k: sel[k] for k in ("rule", "target", "tolerance", "length_tolerance", "within_tolerance", "met")} == {
+        "rule": "target-length", "target": 0.5, "tolerance": 0.1, "length_tolerance": 0.05, "within_tolerance": False,
+        "met": False}
     assert res["chosen"]["within_tolerance"] is False and not res["chosen"]["reference"]
     ratios = {(p["method"], p["weight"]): p["length_ratio"] for p in pts if not p["reference"]}
     assert abs(res["chosen"]["length_ratio"] - 0.5) == min(abs(v - 0.5) for v in ratios.values())
-    assert "chose " in r.stdout and "NOT met" in r.stdout and r.stdout.strip().endswith(str(out))
+    assert sel["length_ratio"] == res["chosen"]["length_ratio"]
+    assert sel["target_reached"] is (abs(sel["length_ratio"] - 0.5) <= 0.05)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: manifest[k] for k in ("within_tolerance", "target_reached", "met")} == {
+        k: sel[k] for k in ("within_tolerance", "target_reached", "met")}
+    assert "chose " in r.stdout and "goal NOT met" in r.stdout and r.stdout.strip().endswith(str(out))
+    assert "NOT within accuracy tolerance" in r.stdout
     assert "warning: merge-search:" in r.stderr and "retention is undefined" in r.stderr
     # the chosen model was re-merged into OUT, with the task-vector block in its report
     report = json.loads((out / "merge_report.json").read_text())

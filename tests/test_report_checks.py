@@ -72,7 +72,9 @@ def _merge_search(d: Path, lin_tokens: float) -> str:
                       "truncated": 0.0, "n": 40, "reference": True},
                      {"method": "dare_ties", "weight": 0.5, "density": 0.5, "accuracy": 0.75, "mean_tokens": 100.0,
                       "truncated": 0.0, "n": 40, "reference": False}],
-          "chosen": {"method": "dare_ties", "weight": 0.5, "density": 0.5, "within_tolerance": True}}
+          "chosen": {"method": "dare_ties", "weight": 0.5, "density": 0.5, "within_tolerance": True},
+          "selection": {"rule": "target-length", "target": 0.3, "tolerance": 0.1, "length_tolerance": 0.05,
+                        "length_ratio": 0.5, "within_tolerance": True, "target_reached": False, "met": False}}
     (d / "merge_search.json").write_text(json.dumps(ms))
     (d / "merge_report.json").write_text(json.dumps({"task_vector": {"base_norm": 10.0, "delta_norm": 0.3, "relative": 0.03}}))
     write_manifest(d, stage="merge_search", config={})
@@ -137,6 +139,10 @@ def test_sound_experiment_passes_every_check_and_gets_computed_verdicts(tmp_path
     assert _claim(res, "ii")["verdict"] == "reproduced"
     assert res["variant_info"]["mid"]["seeds"] == 2 and res["variants"]["mid"]["world-test"]["samples"] == 80
     md = (tmp_path / "report" / "REPORT.md").read_text()
+    # the merge search's outcome: within tolerance, but the length target (0.3 ± 0.05) was not reached at 0.5
+    assert res["merge_selection"]["target_reached"] is False and res["merge_selection"]["within_tolerance"] is True
+    assert ("achieved length ratio 0.500; length target (length ratio 0.300 ± 0.050) reached: **no**; "
+            "within the accuracy tolerance (0.100): yes") in md
     assert md.index("## Validity checks") < md.index("## The paper's claims") < md.index("## Students per training-data variant")
     assert "untouched student base" in md
 

@@ -202,3 +202,20 @@ def test_packing_keeps_examples_apart(tiny_model_dir, tmp_path):
         losses[packing] = rep["loss_curve"][0]["loss"]
         assert rep["tokens_seen"] == rep["tokens_per_epoch"]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_wrapped_packing_cuts_the_stream_into_full_rows(tiny_model_dir, tmp_path):
+    """packing_strategy=wrapped (the world's bases, LLM pretraining): the examples are one stream cut into
+    max_length rows, so an epoch at batch 1 is ceil(tokens / max_length) steps. Each example is ~41 tokens,
+    so bfd rows (whole examples, one per 64-token row) would take 6 steps; wrapped needs 5."""
+    import math
+
+    from micota.training import TrainConfig, train
+
+    ds = _dataset(tmp_path / "ds", n=6)
+    out = train(TrainConfig(base=str(tiny_model_dir), data=str(ds), out=str(tmp_path / "w"), epochs=1, batch_size=1,
+                            max_length=64, packing=True, packing_strategy="wrapped", save_checkpoints=False, logging_steps=1))
+    rep = json.loads((out / "train_report.json").read_text())
+    assert rep["packing_strategy"] == "wrapped"
+    assert rep["tokens_seen"] == rep["tokens_per_epoch"]
+    assert rep["steps"] == math.ceil(rep["tokens_per_epoch"] / 64) < 6

@@ -142,11 +142,12 @@ def _check_mode(mode: str) -> None:
         get_grader(mode)  # UserError naming the known modes
 
 
-def grade(samples: list[Sample], mode: str) -> list[Sample]:
-    """Grade with :mod:`micota.grading`; a completion cut by the token limit is wrong."""
+def grade(samples: list[Sample], mode: str, *, label: str = "grading") -> list[Sample]:
+    """Grade with :mod:`micota.grading`; a completion cut by the token limit is wrong. A progress bar
+    named ``label`` on stderr (redrawn on a terminal; elsewhere a line every 30 s and a last one)."""
     from micota.grading import grade_samples
 
-    graded = grade_samples(samples, mode, progress=True)  # a bar on stderr (tqdm hides it off a terminal)
+    graded = grade_samples(samples, mode, progress=label)
     return [s.model_copy(update={"correct": False, "grade_reason": "truncated"}) if s.finish_reason == "length" else s
             for s in graded]
 
@@ -333,7 +334,7 @@ def _grade_mode(cfg: EvalConfig, out: Path, label: str, raw: dict[str, list[Samp
     summaries, all_graded = [], []
     for b in cfg.benchmarks:
         mode = cfg.mode_for(b, label)
-        graded = grade(raw[b], mode)
+        graded = grade(raw[b], mode, label=f"grading {b} ({mode})")
         graded.sort(key=lambda s: (s.problem_id, s.sample_idx))
         all_graded += graded
         summaries.append(summarize_benchmark(b, graded, mode=mode, n=cfg.n_for(b), seed=cfg.seed,

@@ -12,15 +12,21 @@
   ``.NAME.*.partial`` siblings a killed writer left. :func:`call_locked` runs a stage function under
   the lock of its config's output field; every stage entry (CLI, pipeline runner, launcher) uses it.
 - :func:`check_under`: a path a stage writes must lie under its output directory.
+- :func:`write_error` / :func:`os_errors_from_writers`: a failed write that a library reports as
+  another exception type (torch's ``PytorchStreamWriter``/``inline_container.cc`` RuntimeError,
+  safetensors' ``SafetensorError: ... I/O error``) becomes the ``OSError`` it is, so a full or
+  read-only disk is one ``error:`` line wherever it happens (a checkpoint, the final model).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -59,9 +65,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the output
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -245,8 +253,11 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
             _fsync_dir(final.parent)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            name = os.fspath(e.filename) if isinstance(e, OSError) and isinstance(e.filename, (str, os.PathLike)) else ""
+            if name.startswith(str(tmp)):  # a full disk names the file by the output's name, not the hidden partial
+                raise OSError(e.errno, e.strerror, str(final) + name[len(str(tmp)):]) from None
             raise
 
 
@@ -284,3 +295,53 @@ def sha256_path(path: str | os.PathLike) -> str:
             continue
         h.update(str(rel).encode() + b"\0" + sha256_file(p).encode() + b"\n")
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- write failures
+_WRITER_MESSAGES = ("PytorchStreamWriter", "inline_container.cc", "Error while serializing", "I/O error")
+
+
+def _disk_full(where: Path) -> bool:
+    """Whether the file system holding ``where`` (or its nearest existing parent) has < 1 MiB left."""
+    for p in (where, *where.parents):
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < (1 << 20)
+    return False
+
+
+def write_error(e: BaseException, where: str | os.PathLike | None = None) -> OSError | None:
+    """The ``OSError`` behind ``e`` when ``e`` is a failed write, else None.
+
+    An ``OSError`` is returned as is. torch and safetensors report write failures as other types:
+    safetensors names the OS error (``... I/O error: No space left on device (os error 28)``);
+    torch's zip writer only says ``unexpected pos`` or ``file write failed``, so its cause is read
+    from the disk: < 1 MiB free under ``where`` means ENOSPC."""
+    if isinstance(e, OSError):
+        return e
+    msg = str(e)
+    if not any(m in msg for m in _WRITER_MESSAGES):
+        return None
+    where_s = os.fspath(where) if where is not None else None
+    if m := re.search(r"os error (\d+)", msg):
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), where_s)
+    if where is not None and _disk_full(Path(where)):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where_s)
+    return OSError(errno.EIO, f"write failed ({' '.join(msg.split())[:200]})", where_s)
+
+
+@contextlib.contextmanager
+def os_errors_from_writers(where: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a failed write inside the body (see :func:`write_error`) as its ``OSError``."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        err = write_error(e, where)
+        if err is None:
+            raise
+        raise err from None

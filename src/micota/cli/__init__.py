@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:
+        from micota.io import write_error
+
+        if (failed := write_error(e)) is not None:  # torch/safetensors reporting a full or read-only disk
+            print(f"error: {os_error_line(failed)}", file=sys.stderr)
+            sys.exit(2)
         if not _is_usage_error(e):
             raise
         if type(e).__name__ == "NoArgsIsHelpError":  # `micota` or `micota world` alone: the help, then the error

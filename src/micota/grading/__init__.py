@@ -18,6 +18,7 @@ they reach a worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from typing import TYPE_CHECKING, Sequence
@@ -66,8 +67,11 @@ def _checked_grader(mode: str):
 
 
 def _grade_items(items: Sequence[tuple[str, str, str]], *, workers: int | None, timeout: float,
-                 progress: bool) -> list[GradeResult]:
-    """Grade (completion, reference, mode) triples in worker processes, in input order."""
+                 progress: bool | str) -> list[GradeResult]:
+    """Grade (completion, reference, mode) triples in worker processes, in input order.
+
+    With ``progress`` (True, or the bar's label) a bar on stderr counts every item: the pre-screened
+    ones at once, the others as workers finish them (:func:`micota.progress.progress_bar`)."""
     if timeout <= 0:
         raise UserError(f"grading timeout must be > 0 seconds, got {timeout}")
     if workers is not None and workers < 1:
@@ -86,17 +90,30 @@ def _grade_items(items: Sequence[tuple[str, str, str]], *, workers: int | None, 
         tasks.append((graders[mode], completion, reference))
     if workers is None:
         workers = min(_cpus(), max(1, -(-len(tasks) // _ITEMS_PER_WORKER)))
-    for k, r in zip(sent, POOL.run(tasks, workers=workers, timeout=timeout, progress=progress)):
-        results[k] = r
+    with _bar(len(items), progress) as bar:
+        if bar is not None and len(items) > len(tasks):
+            bar.update(len(items) - len(tasks))
+            bar.set_postfix_str(f"{len(items) - len(tasks)} too complex (pre-screen)", refresh=False)
+        for k, r in zip(sent, POOL.run(tasks, workers=workers, timeout=timeout, bar=bar)):
+            results[k] = r
     return results
 
 
+def _bar(total: int, progress: bool | str):
+    if not progress or not total:
+        return contextlib.nullcontext(None)
+    from micota.progress import progress_bar
+
+    return progress_bar(total, desc=progress if isinstance(progress, str) else "grading", unit="item")
+
+
 def grade_batch(pairs: Sequence[tuple[str, str]], mode: str = "default", *, workers: int | None = None,
-                timeout: float = 5.0, progress: bool = False) -> list[GradeResult]:
+                timeout: float = 5.0, progress: bool | str = False) -> list[GradeResult]:
     """Grade ``(completion, reference)`` pairs in parallel worker processes, in input order.
 
     ``workers`` defaults to one per CPU (fewer for small batches: one per 8 items). Each item has a
     hard ``timeout`` in seconds; one that runs over is graded wrong with reason ``timeout``.
+    ``progress`` (True, or a label) shows a bar on stderr.
     """
     return _grade_items([(c, r, mode) for c, r in pairs], workers=workers, timeout=timeout, progress=progress)
 

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
-from typing import Sequence
+from typing import Any, Sequence
 
 from micota.grading.modes import GradeResult, Grader
 
@@ -174,9 +174,8 @@ class GraderPool:
         return _Worker()
 
     def run(self, items: Sequence[tuple[Grader, str, str]], *, workers: int, timeout: float,
-            progress: bool = False) -> list[GradeResult]:
-        from tqdm import tqdm
-
+            bar: Any = None) -> list[GradeResult]:
+        """Grade ``items`` on ``workers`` processes, in input order; ``bar.update(1)`` per finished item."""
         if not items:
             return []
         with self._lock:
@@ -191,7 +190,6 @@ class GraderPool:
             use = self._workers[:workers]
             results: list[GradeResult | None] = [None] * len(items)
             pending = deque(range(len(items)))
-            bar = tqdm(total=len(items), desc="grading", file=sys.stderr, disable=not progress, leave=False)
             try:
                 while pending or any(w.task for w in use):
                     for w in use:
@@ -212,7 +210,9 @@ class GraderPool:
                     ready = wait([w.conn for w in use], timeout=max(0.0, min(limits, default=now + 1.0) - now))
                     now = time.monotonic()
                     for w in use:
-                        bar.update(self._collect(w, w.conn in ready, now, results))
+                        done = self._collect(w, w.conn in ready, now, results)
+                        if done and bar is not None:
+                            bar.update(done)
                     self._replace_dead(use)
             except BaseException:
                 for w in use:  # workers busy with an abandoned item would answer later: drop them
@@ -220,8 +220,6 @@ class GraderPool:
                         w.kill()
                 self._workers = [w for w in self._workers if not w.dead]
                 raise
-            finally:
-                bar.close()
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 

@@ -18,10 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import resource
-import shutil
 import sys
 import threading
 import time
@@ -33,22 +29,14 @@ import torch
 
 from micota.errors import UserError
 from micota.finite import all_finite
-from micota.io import atomic_dir, atomic_write_json, sha256_file
-from micota.manifest import write_manifest
+from micota.io import atomic_dir
 from micota.merging.config import MergeConfig, parse_size
 from micota.merging import sparsify as sp
 from micota.merging.methods import TensorContext, stream_single
 from micota.merging.plan import Plan, TensorPlan, make_plan
+from micota.merging.stage import TV, cpus, finish, hash_inputs, tensor_seed, write_side_files
 from micota.merging.tensorio import FileHasher, ShardedWriter
 
-TOKENIZER_FILES = ["tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
-                   "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
-                   "generation_config.json"]
-
-
-def tensor_seed(seed: int, name: str, index: int) -> int:
-    """The default mode's per-(tensor, model) seed: first 63 bits of sha256('seed:name:index')."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:{index}".encode()).digest()[:8], "little") >> 1
 
 
 class _Budget:
@@ -188,64 +176,20 @@ def _merge_one(plan: Plan, t: TensorPlan, loaded: Future, writer: ShardedWriter,
     return stats
 
 
-_TV = "_task_vector_sq"
-
-
-def _task_vector(stats: dict[str, Any]) -> dict[str, float] | None:
-    """The report's ``task_vector`` block from the per-tensor squared norms (floating-point tensors only)."""
-    parts = [stats[k].pop(_TV) for k in sorted(stats) if _TV in stats[k]]
-    if not parts:
-        return None
-    base, delta = sum(b for b, _ in parts) ** 0.5, sum(d for _, d in parts) ** 0.5
-    return {"base_norm": base, "delta_norm": delta, "relative": delta / base if base > 0 else None}
+_TV = TV
 
 
 _all_finite = all_finite  # the shared NaN/Inf check (micota.finite), also used by bpc
 
 
-def _hash_inputs(plan: Plan, known: dict[Path, str]) -> dict[str, Any]:
-    """Per-file sha256 of every input folder plus the folder hash (same recipe as micota.io.sha256_path);
-    ``known`` are the weight files' digests computed while reading them."""
-    out: dict[str, Any] = {}
-    for i, inp in enumerate(plan.inputs):
-        files, h = {}, hashlib.sha256()
-        for p in sorted(inp.folder.rglob("*")):
-            rel = p.relative_to(inp.folder)
-            if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-                continue
-            files[str(rel)] = known.get(p) or sha256_file(p)
-            h.update(str(rel).encode() + b"\0" + files[str(rel)].encode() + b"\n")
-        key = "base" if plan.has_base and i == 0 else f"model_{i - int(plan.has_base)}"
-        out[key] = {"path": str(inp.folder), "sha256": h.hexdigest(), "files": files}
-    return out
-
-
-def _write_side_files(plan: Plan, tmp: Path) -> None:
-    src = plan.inputs[0]
-    cfg = dict(src.config)
-    cfg["tie_word_embeddings"] = plan.tied_out
-    if plan.vocab_out is not None:
-        cfg["vocab_size"] = plan.vocab_out
-    dtypes = {t.out for t in plan.tensors if t.merge}
-    if len(dtypes) == 1:
-        name = str(next(iter(dtypes))).removeprefix("torch.")
-        cfg["dtype"] = name
-        if "torch_dtype" in cfg:
-            cfg["torch_dtype"] = name
-    atomic_write_json(tmp / "config.json", cfg)
-    for f in TOKENIZER_FILES:
-        if (src.folder / f).is_file():
-            shutil.copyfile(src.folder / f, tmp / f)
-
-
 def merge(cfg: MergeConfig) -> Path:
-    """Merge ``cfg.models`` (onto ``cfg.base``) with ``cfg.method``; returns the output folder."""
+    """The torch engine (``micota.merging.merge`` sends the fast path's cases to :mod:`micota.merging.fast`)."""
     if cfg.out is None:
         raise UserError("merge: no output folder given (out)")
     started = time.time()
     plan = make_plan(cfg)
     shard_size = parse_size(cfg.shard_size)
-    threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, _cpus()))
+    threads = 1 if cfg.mergekit_compatible else (cfg.threads or min(4, cpus()))
     budget = _Budget(parse_size(cfg.max_bytes_in_flight), max_tasks=threads + 2)
     if not cfg.mergekit_compatible:  # file order: the one-pass hashing then reads nothing twice
         first = plan.inputs[0].weights.infos
@@ -266,29 +210,17 @@ def merge(cfg: MergeConfig) -> Path:
                 raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
             finally:
                 writer.close()
-            _write_side_files(plan, tmp)
-            task_vector = _task_vector(stats)
-            hashes = _hash_inputs(plan, hasher.finish())
-            report = {
-                "method": cfg.method, "seed": cfg.seed, "mergekit_compatible": cfg.mergekit_compatible,
-                "parameters": cfg.parameters, "models": [m.model_dump() for m in cfg.models], "base": cfg.base,
-                "dtype": cfg.dtype, "out_dtype": cfg.out_dtype, "tie_word_embeddings": plan.tied_out,
-                "vocab_size": plan.vocab_out, "threads": threads, "shards": shards,
-                "wall_s": round(time.time() - started, 3),
-                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "inputs": hashes, "task_vector": task_vector, "tensors": stats,
-            }
-            atomic_write_json(tmp / "merge_report.json", report)
-            write_manifest(tmp, stage="merge", config=cfg, started_at=started,
-                           counts={"tensors": len(plan.tensors), "shards": len(shards)},
-                           extra={"inputs": {k: v["sha256"] for k, v in hashes.items()}})
+            dtypes = {t.out for t in plan.tensors if t.merge}
+            write_side_files(plan.inputs[0].folder, plan.inputs[0].config, tmp, plan.tied_out, plan.vocab_out,
+                             str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else None)
+            keys = [("base" if plan.has_base and i == 0 else f"model_{i - int(plan.has_base)}", inp.folder)
+                    for i, inp in enumerate(plan.inputs)]
+            finish(tmp, cfg, started, threads=threads, shards=shards, stats=stats, tied=plan.tied_out,
+                   vocab=plan.vocab_out, hashes=hash_inputs(keys, hasher.finish()), n_tensors=len(plan.tensors),
+                   engine="torch")
     finally:
         torch.set_num_threads(prev_threads)
     return Path(cfg.out)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _run(plan: Plan, cfg: MergeConfig, writer: ShardedWriter, budget: _Budget, threads: int,

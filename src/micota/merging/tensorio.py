@@ -9,6 +9,10 @@
   each shard's header first and then each tensor's bytes at its final offset (``os.pwrite``) in any
   order, from any thread. Shards follow HF naming (``model-00001-of-00002.safetensors``) with
   ``model.safetensors.index.json``. Output bytes depend only on the tensors, not on write order.
+
+torch is imported only when a torch tensor is read or a torch dtype is named: headers
+(:func:`read_header_raw`), :class:`FileHasher` and :class:`ShardedWriter` with safetensors dtype
+codes (``"BF16"``) and numpy arrays serve the torch-free fast path (:mod:`micota.merging.fast`).
 """
 
 from __future__ import annotations
@@ -20,20 +24,41 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from micota.errors import UserError
 from micota.io import atomic_write_json
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+if TYPE_CHECKING:
+    import torch
+
+SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MAX_HEADER = 100 * 1024 * 1024
+_TORCH: dict[str, Any] = {}
+
+
+def torch_dtypes() -> tuple[dict[str, "torch.dtype"], dict["torch.dtype", str]]:
+    """(safetensors code -> torch dtype, torch dtype -> code); imports torch on first use."""
+    if not _TORCH:
+        import torch
+
+        _TORCH["d"] = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+        _TORCH["n"] = {v: k for k, v in _TORCH["d"].items()}
+    return _TORCH["d"], _TORCH["n"]
+
+
+def __getattr__(name: str) -> Any:  # DTYPES / DTYPE_NAMES, built lazily
+    if name == "DTYPES":
+        return torch_dtypes()[0]
+    if name == "DTYPE_NAMES":
+        return torch_dtypes()[1]
+    raise AttributeError(name)
+
+
+def _code(dtype: Any) -> str:
+    return dtype if isinstance(dtype, str) else torch_dtypes()[1][dtype]
 
 
 @dataclass(frozen=True)
@@ -46,8 +71,26 @@ class TensorInfo:
     nbytes: int
 
 
+@dataclass(frozen=True)
+class RawInfo:
+    """A header entry with its safetensors dtype code (no torch needed)."""
+
+    name: str
+    file: Path
+    code: str
+    shape: tuple[int, ...]
+    start: int
+    nbytes: int
+
+
 def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse and validate one safetensors file's header (no tensor data is read)."""
+    dt = torch_dtypes()[0]
+    return {k: TensorInfo(r.name, r.file, dt[r.code], r.shape, r.start, r.nbytes) for k, r in read_header_raw(path).items()}
+
+
+def read_header_raw(path: Path) -> dict[str, RawInfo]:
+    """:func:`read_header` with dtype codes: the same checks, no torch."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -64,12 +107,13 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     except (UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{path}: corrupted safetensors header ({e})") from None
     data_start, data_len = 8 + n, size - 8 - n
-    out: dict[str, TensorInfo] = {}
+    out: dict[str, RawInfo] = {}
     for name, meta in header.items():
         if name == "__metadata__":
             continue
         try:
-            dtype = DTYPES[meta["dtype"]]
+            code = meta["dtype"]
+            size_of = SIZES[code]
             shape = tuple(int(s) for s in meta["shape"])
             b, e = (int(x) for x in meta["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -77,9 +121,9 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         numel = 1
         for s in shape:
             numel *= s
-        if not (0 <= b <= e <= data_len) or e - b != numel * torch.empty((), dtype=dtype).element_size():
+        if not (0 <= b <= e <= data_len) or e - b != numel * size_of:
             raise UserError(f"{path}: tensor {name!r} lies outside the file or has the wrong size (truncated file?)")
-        out[name] = TensorInfo(name, path, dtype, shape, data_start + b, e - b)
+        out[name] = RawInfo(name, path, code, shape, data_start + b, e - b)
     return out
 
 
@@ -103,6 +147,8 @@ class ModelWeights:
             raise UserError(f"{self.folder}: no *.safetensors weights found")
         if not allow_pickle:
             raise UserError(f"{self.folder}: only pickle weights ({pickled[0].name}); pickle can run code on load — pass --allow-pickle if you trust it")
+        import torch
+
         self._pickled = {}
         for p in pickled:
             try:
@@ -126,6 +172,8 @@ class ModelWeights:
 
     def read(self, name: str, hasher: "FileHasher | None" = None, ticket: int | None = None) -> torch.Tensor:
         """Read one tensor into a new, writable CPU tensor (its bytes fed to ``hasher`` on ``ticket``)."""
+        import torch
+
         info = self.infos[name]
         if self._pickled is not None:
             return self._pickled[name].clone()
@@ -139,11 +187,13 @@ class ModelWeights:
     def read_range(self, name: str, start: int, count: int) -> torch.Tensor:
         """Elements ``[start, start + count)`` of one tensor, flattened, as a new writable tensor."""
         info = self.infos[name]
-        es = torch.empty((), dtype=info.dtype).element_size()
+        es = info.dtype.itemsize
         return self._read_bytes(info, start * es, count * es, name).view(info.dtype)
 
     @staticmethod
-    def _read_bytes(info: TensorInfo, offset: int, nbytes: int, name: str) -> torch.Tensor:
+    def _read_bytes(info: TensorInfo, offset: int, nbytes: int, name: str) -> "torch.Tensor":
+        import torch
+
         buf = torch.empty(nbytes, dtype=torch.uint8)
         with open(info.file, "rb", buffering=0) as f:
             f.seek(info.start + offset)
@@ -241,13 +291,15 @@ class ShardedWriter:
     simulating a disk that fills up midway.
     """
 
-    def __init__(self, out_dir: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]], shard_size: int,
+    def __init__(self, out_dir: Path, specs: list[tuple[str, Any, tuple[int, ...]]], shard_size: int,
                  fail_after_bytes: int | None = None):
+        """``specs``: (name, dtype, shape) with a torch dtype or a safetensors code (``"BF16"``)."""
         self.out_dir = out_dir
-        shards: list[list[tuple[str, torch.dtype, tuple[int, ...], int]]] = [[]]
+        shards: list[list[tuple[str, str, tuple[int, ...], int]]] = [[]]
         used = 0
         for name, dtype, shape in specs:
-            nbytes = torch.empty((), dtype=dtype).element_size()
+            dtype = _code(dtype)
+            nbytes = SIZES[dtype]
             for s in shape:
                 nbytes *= s
             if shards[-1] and used + nbytes > shard_size:
@@ -263,7 +315,7 @@ class ShardedWriter:
             header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
             off = 0
             for name, dtype, shape, nbytes in entries:
-                header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [off, off + nbytes]}
+                header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + nbytes]}
                 off += nbytes
             hb = json.dumps(header, separators=(",", ":")).encode()
             hb += b" " * (-len(hb) % 8)
@@ -279,10 +331,16 @@ class ShardedWriter:
         self._written = 0
         self._fail_after = fail_after_bytes
 
-    def write(self, name: str, tensor: torch.Tensor, byte_offset: int | None = None) -> None:
-        """Write a tensor's bytes (or, with ``byte_offset``, one block of them starting there)."""
+    def write(self, name: str, tensor: Any, byte_offset: int | None = None) -> None:
+        """Write a tensor's bytes (or, with ``byte_offset``, one block of them starting there): a torch
+        tensor, or a C-contiguous numpy array already in the output dtype's bit layout."""
         si, off, nbytes = self.where[name]
-        data = tensor.contiguous().view(-1).view(torch.uint8).numpy() if tensor.numel() else b""
+        if hasattr(tensor, "numpy"):  # torch
+            import torch
+
+            data = tensor.contiguous().view(-1).view(torch.uint8).numpy() if tensor.numel() else b""
+        else:
+            data = tensor.reshape(-1).view("u1") if tensor.size else b""
         if (len(data) != nbytes) if byte_offset is None else (byte_offset + len(data) > nbytes):
             raise RuntimeError(f"{name}: writer expected {nbytes} bytes, got {len(data)} at {byte_offset}")
         off += byte_offset or 0

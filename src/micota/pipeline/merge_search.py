@@ -23,10 +23,16 @@ reported (``reference: true``), never selected nor refined.
 Selection (``select``), over the non-reference points, by a total order (first is chosen):
 
 - ``target-length``: points within tolerance first, closest ``|length_ratio − target_length_ratio|``,
-  then higher accuracy; if none is within tolerance, the most accurate, then the closest. ``met`` =
-  the chosen point is within tolerance.
+  then higher accuracy; if none is within tolerance, the most accurate, then the closest.
 - ``max-accuracy``: points with ``length_ratio <= max_length_ratio`` first, highest accuracy, then
-  shorter; if none is short enough, the shortest. ``met`` = the chosen point is short enough.
+  shorter; if none is short enough, the shortest.
+
+The outcome (``selection`` in merge_search.json) states the two goals separately, for the chosen point:
+``length_ratio`` (achieved), ``within_tolerance`` (its accuracy is within the tolerance) and
+``target_reached`` (target-length: ``|length_ratio − target| <= length_tolerance``; max-accuracy:
+``length_ratio <= max_length_ratio``); ``met`` = every goal of the rule holds (target-length: both;
+max-accuracy: the length bound). A point chosen at length ratio 0.998 for a target of 0.5 is within
+tolerance but has NOT reached the target, and says so.
 
 ``on_pareto``: no other point of the table (references included) has accuracy >= and mean tokens
 <= with one of them strict.
@@ -77,6 +83,8 @@ class MergeSearchConfig(StageConfig):
     select: Literal["target-length", "max-accuracy"] = Field("target-length", description="Selection rule.")
     target_length_ratio: float = Field(0.5, gt=0, description="target-length: wanted mean tokens relative to the fine-tune.")
     accuracy_tolerance: float = Field(0.1, ge=0, le=1, description="Within tolerance: accuracy >= (1 − tol) × the fine-tune's.")
+    length_tolerance: float = Field(0.05, ge=0, description="target-length: the target counts as reached when "
+                                    "|length ratio − target| <= this.")
     max_length_ratio: float | None = Field(None, gt=0, description="max-accuracy: longest allowed length ratio.")
     linear_reference_weights: list[float] = Field(default_factory=lambda: [0.5],
                                                   description="Plain (1−w)·base + w·fine-tune points: probed, reported, never selected.")
@@ -118,13 +126,26 @@ def rank_key(p: dict[str, Any], cfg: MergeSearchConfig) -> tuple:
     return (0, -acc, r) if r <= cfg.max_length_ratio else (1, r, -acc)
 
 
-def select(points: list[dict[str, Any]], cfg: MergeSearchConfig) -> tuple[dict[str, Any], bool]:
-    """(chosen point, met) over the non-reference points."""
+def outcome(chosen: dict[str, Any], cfg: MergeSearchConfig) -> dict[str, Any]:
+    """What the chosen point achieved, each goal separately (see the module docstring)."""
+    r = chosen.get("length_ratio")
+    within = bool(chosen["within_tolerance"])
+    if cfg.select == "target-length":
+        reached = r is not None and abs(r - cfg.target_length_ratio) <= cfg.length_tolerance + 1e-12
+        met = within and reached
+    else:
+        reached = r is not None and r <= cfg.max_length_ratio
+        met = reached
+    return {"length_ratio": r, "within_tolerance": within, "target_reached": reached, "met": met}
+
+
+def select(points: list[dict[str, Any]], cfg: MergeSearchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(chosen point, :func:`outcome`) over the non-reference points."""
     cands = [p for p in points if not p.get("reference")]
     if not cands:
         raise UserError("merge-search: no merge points to select from (methods/weights are empty)")
     chosen = min(cands, key=lambda p: rank_key(p, cfg))
-    return chosen, rank_key(chosen, cfg)[0] == 0
+    return chosen, outcome(chosen, cfg)
 
 
 def next_refinement(points: list[dict[str, Any]], cfg: MergeSearchConfig, min_gap: float = 0.002) -> tuple[str, float | None, float] | None:
@@ -196,7 +217,7 @@ class _Prober:
     def _probe(self, model: str, out: Path) -> dict[str, Any]:
         from micota.data.stats import _MARKER_RE
         from micota.generation.runner import GenerateConfig, generate
-        from micota.report.build import load_graded
+        from micota.generation.graded import load_graded
         from micota.scoring.stats import bootstrap_ci
 
         cfg = self.cfg
@@ -292,10 +313,12 @@ def merge_search(cfg: MergeSearchConfig) -> Path:
         probe("linear", w, None, reference=True)
     for p, on in zip(points, pareto_flags(points)):
         p["on_pareto"] = on
-    chosen, met = select(points, cfg)
+    chosen, achieved = select(points, cfg)
+    met = achieved["met"]
     selection = {"rule": cfg.select,
                  "target": cfg.target_length_ratio if cfg.select == "target-length" else cfg.max_length_ratio,
-                 "tolerance": cfg.accuracy_tolerance, "met": met}
+                 "tolerance": cfg.accuracy_tolerance,
+                 "length_tolerance": cfg.length_tolerance if cfg.select == "target-length" else None, **achieved}
     result = _finite({"base": base, "finetuned": ft, "points": points, "chosen": dict(chosen), "selection": selection,
                       "probe": cfg.probe})
 
@@ -310,7 +333,8 @@ def merge_search(cfg: MergeSearchConfig) -> Path:
         atomic_write_text(tmp / "merge_search.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
         write_manifest(tmp, stage="merge_search", config=cfg, inputs={"base": cfg.base, "finetuned": cfg.finetuned},
                        started_at=t0, counts={"points": len(points)},
-                       extra={"chosen": {k: chosen[k] for k in ("method", "weight", "density")}, "met": met})
+                       extra={"chosen": {k: chosen[k] for k in ("method", "weight", "density")},
+                              **{k: achieved[k] for k in ("within_tolerance", "target_reached", "met")}})
     shutil.rmtree(prober.work, ignore_errors=True)
     if not met:
         print(f"warning: merge-search: {describe(result)}", file=sys.stderr, flush=True)
@@ -322,19 +346,21 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def describe(result: dict[str, Any]) -> str:
-    """One line: what was chosen and whether the selection target was met."""
+    """One line: what was chosen, and whether the accuracy tolerance held and the length target was reached."""
     c, s = result["chosen"], result["selection"]
     point = f"{c['method']} weight {c['weight']:g}" + (f" density {c['density']:g}" if c["density"] is not None else "")
     stats = (f"accuracy {c['accuracy']:.3f} (retained {_fmt(c['retained'])} of the fine-tune's "
              f"{result['finetuned']['accuracy']:.3f}), length ratio {_fmt(c['length_ratio'])}")
+    undefined = " (the fine-tune solves nothing, so retention is undefined)" if not result["finetuned"]["accuracy"] else ""
+    acc = (f"within accuracy tolerance {s['tolerance']:g}" if s["within_tolerance"]
+           else f"NOT within accuracy tolerance {s['tolerance']:g}{undefined}")
     if s["rule"] == "target-length":
-        goal = f"target length ratio {s['target']:g} within accuracy tolerance {s['tolerance']:g}"
-        why = "" if s["met"] else (": no point is within tolerance" + (" (the fine-tune solves nothing, so retention is undefined)"
-                                                                       if not result["finetuned"]["accuracy"] else ""))
-    else:
-        goal = f"max accuracy at length ratio <= {s['target']:g}"
-        why = "" if s["met"] else ": no point is that short"
-    return f"chose {point}: {stats}; {goal}: {'met' if s['met'] else 'NOT met'}{why}"
+        goal = f"target length ratio {s['target']:g} ± {s['length_tolerance']:g}"
+        return (f"chose {point}: {stats}; {goal}: {'reached' if s['target_reached'] else 'NOT reached'}; {acc}; "
+                f"goal {'met' if s['met'] else 'NOT met'}")
+    goal = f"max accuracy at length ratio <= {s['target']:g}"
+    return (f"chose {point}: {stats}; {goal}: {'reached' if s['target_reached'] else 'NOT reached (no point is that short)'}; "
+            f"{acc}")
 
 
 def summary(out: str | Path) -> str:

@@ -31,7 +31,7 @@ from pydantic import Field
 
 from micota.config import StageConfig
 from micota.errors import UserError
-from micota.generation.runner import SHARD_GLOB
+from micota.generation.graded import load_graded
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text
 from micota.manifest import MANIFEST, empty_reason, write_manifest
 from micota.records import BpcRecord, Sample, read_jsonl
@@ -85,31 +85,6 @@ class _Src:
 
     def add(self, key: str, files: list[Path], how: str, pointer: str | None = None) -> None:
         self.map[key] = {"files": [self.rel(f) for f in files], "how": how, **({"pointer": pointer} if pointer else {})}
-
-
-def _sample_files(d: Path) -> list[Path]:
-    if not d.is_dir():
-        raise UserError(f"{d}: no such stage output directory")
-    if (d / "graded.jsonl").is_file():
-        return [d / "graded.jsonl"]
-    files = sorted(d.rglob(SHARD_GLOB))
-    if not files:
-        raise UserError(f"{d}: no graded.jsonl or samples-*.jsonl")
-    return files
-
-
-def load_graded(d: str | Path) -> tuple[list[Sample], list[Path]]:
-    """Samples of an eval/generate output, graded (ungraded ones are graded here, by source's mode)."""
-    files = _sample_files(Path(d))
-    rows: list[Sample] = [s for f in files for s in read_jsonl(f, Sample, drop_torn_tail=True)]
-    todo = [i for i, s in enumerate(rows) if s.correct is None]
-    if todo:
-        from micota.grading import grade_samples  # mode=None: each sample's benchmark mode
-
-        for i, s in zip(todo, grade_samples([rows[i] for i in todo])):
-            rows[i] = s
-    rows = [s.model_copy(update={"correct": False}) if s.finish_reason == "length" else s for s in rows]
-    return rows, files
 
 
 def per_problem(samples: list[Sample]) -> dict[str, tuple[float, float]]:
@@ -492,6 +467,12 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
             chosen = data.get("chosen", {})
             res["merge_search"] = {k: v for k, v in chosen.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             src.add("merge_search", [ms], "the chosen point of the merge search", pointer="/chosen")
+            sel = data.get("selection") or {}
+            if "target_reached" in sel:  # older outputs have only an ambiguous "met"
+                res["merge_selection"] = {k: sel.get(k) for k in ("rule", "target", "length_tolerance", "tolerance",
+                                                                   "length_ratio", "target_reached", "within_tolerance", "met")}
+                src.add("merge_selection", [ms], "whether the chosen point reached the length target and stayed within "
+                        "the accuracy tolerance", pointer="/selection")
             res["merge_curve"] = {"base": data.get("base"), "finetuned": data.get("finetuned"),
                                   "points": [{k: p.get(k) for k in ("method", "weight", "density", "accuracy", "mean_tokens",
                                                                     "truncated", "reference")} for p in data.get("points", [])]}

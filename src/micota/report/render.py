@@ -152,6 +152,14 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines += ["## Merge search (chosen point, dev split)", "", "| " + " | ".join(res["merge_search"]) + " |",
                   "|" + "---:|" * len(res["merge_search"]),
                   "| " + " | ".join(fmt(v) for v in res["merge_search"].values()) + " |", ""]
+        sel = res.get("merge_selection")
+        if sel:
+            yes = {True: "yes", False: "**no**", None: "n/a"}
+            goal = (f"length ratio {fmt(sel['target'])} ± {fmt(sel['length_tolerance'])}" if sel["rule"] == "target-length"
+                    else f"length ratio <= {fmt(sel['target'])}")
+            lines += [f"Selection rule `{sel['rule']}`: achieved length ratio {fmt(sel['length_ratio'])}; length target "
+                      f"({goal}) reached: {yes[sel['target_reached']]}; within the accuracy tolerance "
+                      f"({fmt(sel['tolerance'])}): {yes[sel['within_tolerance']]}.", ""]
     if res.get("figures"):
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in res["figures"]]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,11 @@ class TrainConfig(StageConfig):
     batch_size: int = Field(4, ge=1, description="Per-device batch size (examples, or packed sequences with --packing)")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps")
     max_length: int = Field(4096, ge=2, description="Max tokens of prompt+completion; longer examples are dropped and counted, never truncated")
-    packing: bool = Field(False, description="Pack examples into max_length sequences (best-fit decreasing, no cross-attention)")
+    packing: bool = Field(False, description="Pack examples into max_length sequences (see packing_strategy)")
+    packing_strategy: Literal["bfd", "wrapped"] = Field(
+        "bfd", description="With --packing: bfd = best-fit decreasing, packed examples do not attend to each other (TRL's "
+        "padding-free rows: the batch is one row whose attention, without FlashAttention, is quadratic in batch x length); "
+        "wrapped = concatenate and cut into max_length rows, examples attend to earlier ones in their row (LLM pretraining)")
     lora_r: int = Field(0, ge=0, description="LoRA rank; 0 = full fine-tuning. Adapters are merged into full weights on save")
     lora_alpha: int | None = Field(None, description="LoRA alpha (default 2 * lora_r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")

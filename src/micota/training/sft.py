@@ -12,8 +12,9 @@ Flow of :func:`train`:
 2. TRL trains on the pre-tokenized ``input_ids`` + ``completion_mask`` with
    ``completion_only_loss=True`` (loss on completion tokens only), ``max_length`` given to TRL only to pack to
    (without packing TRL gets none: pre-flight already dropped longer examples, so its "Truncating" pass is skipped),
-   optional packing (best-fit decreasing, padding-free positions so packed examples do not attend
-   to each other), cosine schedule with warmup, resumable checkpoints in ``.OUT.checkpoints``.
+   optional packing (``bfd``: best-fit decreasing, padding-free positions so packed examples do not attend
+   to each other; ``wrapped``: concatenated and cut into max_length rows, as in LLM pretraining — on CPU
+   the padding-free row makes attention quadratic in batch × length, so the world's bases use ``wrapped``), cosine schedule with warmup, resumable checkpoints in ``.OUT.checkpoints``.
 3. The final model (LoRA merged into full weights) goes to ``.OUT.partial`` and is renamed to OUT
    after ``train_report.json``, ``loss.png`` and ``manifest.json`` (last). Only rank 0 writes.
 
@@ -23,6 +24,7 @@ Debug hook: with ``MICOTA_TRAIN_TRACE_DIR`` set, each rank writes the example id
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -33,7 +35,7 @@ from typing import Any
 
 from micota.errors import UserError
 from micota.generation.prompts import render_conversation
-from micota.io import atomic_write_json
+from micota.io import atomic_write_json, os_errors_from_writers
 from micota.manifest import write_manifest
 from micota.models import load_model, load_tokenizer, resolve_model
 from micota.models.load import safetensors_problem
@@ -229,6 +231,20 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _one_line_write_failures(out: Path, partial: Path | None) -> Any:
+    """A full or read-only disk while saving a checkpoint or the final model is an ``OSError`` (one
+    ``error:`` line on the CLI, see :func:`micota.io.write_error`); on any failure the half-written
+    final model (``partial``, rank 0's) is removed, so nothing that looks complete is left."""
+    try:
+        with os_errors_from_writers(out):
+            yield
+    except BaseException:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def _plot_loss(curve: list[dict[str, float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -295,6 +311,7 @@ def train(cfg: TrainConfig) -> Path:
         # still run (and print) a "Truncating train dataset" pass, so it only gets max_length to pack to
         max_length=cfg.max_length if cfg.packing else None,
         packing=cfg.packing,
+        packing_strategy=cfg.packing_strategy,
         completion_only_loss=True,
         report_to="none",
         # without use_cpu, accelerate on a CUDA-less machine under torchrun runs N unsynchronised copies
@@ -332,57 +349,59 @@ def train(cfg: TrainConfig) -> Path:
     main = trainer.is_world_process_zero()
     if main and partial.exists():
         shutil.rmtree(partial)
-    result = trainer.train(resume_from_checkpoint=last if cfg.resume and last else None)
+    with _one_line_write_failures(out, partial if main else None):
+        result = trainer.train(resume_from_checkpoint=last if cfg.resume and last else None)
 
-    rank = trainer.args.process_index
-    if trace_dir:
-        Path(trace_dir).mkdir(parents=True, exist_ok=True)
-        checksum = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
-        atomic_write_json(Path(trace_dir) / f"rank{rank}.json", {"rank": rank, "ids": trainer.micota_seen, "param_sum": checksum,
-                                                                 "model_class": type(trainer.model_wrapped).__name__,
-                                                                 "dist": str(trainer.accelerator.distributed_type)})
-    totals = torch.tensor([trainer.micota_tokens, trainer.micota_supervised], dtype=torch.long, device=trainer.args.device)
-    totals = trainer.accelerator.reduce(totals, reduction="sum").tolist()
+        rank = trainer.args.process_index
+        if trace_dir:
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            checksum = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
+            atomic_write_json(Path(trace_dir) / f"rank{rank}.json", {"rank": rank, "ids": trainer.micota_seen, "param_sum": checksum,
+                                                                     "model_class": type(trainer.model_wrapped).__name__,
+                                                                     "dist": str(trainer.accelerator.distributed_type)})
+        totals = torch.tensor([trainer.micota_tokens, trainer.micota_supervised], dtype=torch.long, device=trainer.args.device)
+        totals = trainer.accelerator.reduce(totals, reduction="sum").tolist()
 
-    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # Trainer turned it off for training
-    if peft_config is not None:
-        if main:
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(partial)
-    else:
-        trainer.save_model(str(partial))  # every rank calls it (DeepSpeed ZeRO-3 gathers shards); rank 0 writes
-    trainer.accelerator.wait_for_everyone()
-    if not main:
-        return out
+        trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # Trainer turned it off for training
+        if peft_config is not None:
+            if main:
+                merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                merged.save_pretrained(partial)
+        else:
+            trainer.save_model(str(partial))  # every rank calls it (DeepSpeed ZeRO-3 gathers shards); rank 0 writes
+        trainer.accelerator.wait_for_everyone()
+        if not main:
+            return out
 
-    (partial / "training_args.bin").unlink(missing_ok=True)  # pickle; the config is in manifest.json
-    tok.save_pretrained(partial)
-    curve = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    report = {
-        **counts,
-        "tokens_seen": totals[0],
-        "supervised_tokens_seen": totals[1],
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "world_size": trainer.args.world_size,
-        "resumed_from": last if cfg.resume else None,
-        "tokens_counted_since_step": int(last.rsplit("-", 1)[-1]) if cfg.resume and last else 0,
-        "train_loss": result.training_loss,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 3),
-        "loss_curve": curve,
-        "wall_s": round(time.time() - t0, 3),
-        "peak_rss_mb_rank0": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "lora": peft_config is not None,
-        "packing": cfg.packing,
-        "bf16": args.bf16,
-    }
-    atomic_write_json(partial / "train_report.json", report)
-    _plot_loss(curve, partial / "loss.png", f"{Path(cfg.data).name} → {out.name}")
-    base_input = cfg.base and resolve_model(cfg.base)
-    write_manifest(partial, stage="train", config=cfg, inputs={"data": cfg.data, "base": base_input, "from_config": cfg.from_config},
-                   counts={"examples": counts["examples_used"], "dropped_too_long": counts["dropped_too_long"],
-                           "steps": report["steps"]}, started_at=t0)
-    os.replace(partial, out)
+        (partial / "training_args.bin").unlink(missing_ok=True)  # pickle; the config is in manifest.json
+        tok.save_pretrained(partial)
+        curve = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+        report = {
+            **counts,
+            "tokens_seen": totals[0],
+            "supervised_tokens_seen": totals[1],
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "world_size": trainer.args.world_size,
+            "resumed_from": last if cfg.resume else None,
+            "tokens_counted_since_step": int(last.rsplit("-", 1)[-1]) if cfg.resume and last else 0,
+            "train_loss": result.training_loss,
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 3),
+            "loss_curve": curve,
+            "wall_s": round(time.time() - t0, 3),
+            "peak_rss_mb_rank0": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "lora": peft_config is not None,
+            "packing": cfg.packing,
+            "packing_strategy": cfg.packing_strategy if cfg.packing else None,
+            "bf16": args.bf16,
+        }
+        atomic_write_json(partial / "train_report.json", report)
+        _plot_loss(curve, partial / "loss.png", f"{Path(cfg.data).name} → {out.name}")
+        base_input = cfg.base and resolve_model(cfg.base)
+        write_manifest(partial, stage="train", config=cfg, inputs={"data": cfg.data, "base": base_input, "from_config": cfg.from_config},
+                       counts={"examples": counts["examples_used"], "dropped_too_long": counts["dropped_too_long"],
+                               "steps": report["steps"]}, started_at=t0)
+        os.replace(partial, out)
     if not cfg.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out

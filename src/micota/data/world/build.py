@@ -53,7 +53,7 @@ QUICK: dict[str, Any] = {
     "n_train": 600, "n_dev": 40, "n_test": 60, "n_hard": 60, "n_pretrain": 600,
     "student_hidden": 64, "student_layers": 2, "student_intermediate": 192,
     "ta_hidden": 128, "ta_layers": 3, "ta_intermediate": 384,
-    "student_steps": 200, "ta_steps": 80,
+    "student_steps": 200, "ta_steps": 80, "student_batch_size": 4, "ta_batch_size": 4,
 }
 
 
@@ -65,7 +65,7 @@ class WorldConfig(StageConfig):
     n_dev: int = Field(100, ge=1, description="Problems in the dev split (merge search, selection; same distribution as train)")
     n_test: int = Field(200, ge=1, description="Problems in the test split (same distribution as train, disjoint)")
     n_hard: int = Field(200, ge=1, description="Problems in the hard split (more operations, more digits)")
-    n_pretrain: int = Field(4000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
+    n_pretrain: int = Field(16000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
     pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
     pretrain_mid: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a mid trace (behind its system prompt)")
     pretrain_long: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a long trace (behind its system prompt)")
@@ -90,12 +90,12 @@ class WorldConfig(StageConfig):
     ta_layers: int = Field(4, ge=1, description="TA layers")
     ta_intermediate: int = Field(384, ge=8, description="TA MLP size")
     ta_heads: int = Field(4, ge=1, description="TA attention heads (kv heads = half)")
-    student_steps: int = Field(2000, ge=1, description="Base pretraining: student optimizer steps")
-    ta_steps: int = Field(2000, ge=1, description="Base pretraining: TA optimizer steps")
+    student_steps: int = Field(1500, ge=1, description="Base pretraining: student optimizer steps")
+    ta_steps: int = Field(1000, ge=1, description="Base pretraining: TA optimizer steps")
     student_lr: float = Field(3e-3, gt=0, description="Base pretraining: student peak learning rate")
     ta_lr: float = Field(2e-3, gt=0, description="Base pretraining: TA peak learning rate")
-    student_batch_size: int = Field(4, ge=1, description="Base pretraining: student examples per step")
-    ta_batch_size: int = Field(4, ge=1, description="Base pretraining: TA examples per step")
+    student_batch_size: int = Field(16, ge=1, description="Base pretraining: student packed sequences per step")
+    ta_batch_size: int = Field(16, ge=1, description="Base pretraining: TA packed sequences per step")
     overwrite: bool = Field(False, description="Replace an existing complete world at OUT")
 
     @model_validator(mode="before")

@@ -1,0 +1,450 @@
+"""The torch-free fast path: one fine-tune merged onto its base, numpy only, at the I/O bound.
+
+Used by :func:`micota.merging.merge` for the MiCoTA case — a two-model merge (``--base``/``--finetuned``)
+with ``task_arithmetic``, ``ties``, ``dare_ties`` or ``dare_linear``, bf16/fp32 safetensors inputs with
+the same tensor names and shapes, scalar parameters, default mode (not ``mergekit_compatible``).
+Anything else returns ``None`` from :func:`plan_fast` and runs on the torch engine, which also owns
+every error message (so bad input is reported the same way on both paths).
+
+Per tensor (δ = f − b, all arithmetic in float32, rounded once to the output dtype)::
+
+    δ̃ = S(δ)                     S: none | top-k |δ| (ties) | Bernoulli(density) mask (dare)
+    δ̃ ← δ̃·‖δ‖₁/‖δ̃‖₁              when rescale (dare) and both norms >= 1e-7
+    v = w·δ̃;  v ← v/w (normalize, sign election: one model keeps every nonzero) or v/w' (normalize)
+    out = b + λ·v
+
+— the same float32 operation sequence as the torch engine (so float32 merges match it and
+mergekit bit for bit, sparsifier ties and the rescale sum aside); for bf16 the torch engine rounds
+every step to bf16, this path rounds once (more accurate). bf16 ↔ float32 are bit operations:
+``u32 = u16 << 16``; back with round-to-nearest-even ``(u + 0x7FFF + ((u >> 16) & 1)) >> 16``
+(tested bit-exact against torch). A tensor is done block by block (:data:`BLOCK` elements, cache
+sized); tensors above :data:`HOLD` elements (the embedding) are re-read from the files for each pass
+instead of being held. DARE masks: block ``j`` of a tensor keeps an element when a uint32 from
+``SFC64(SeedSequence([seed(tensor), j]))`` is below ``density·2³²`` — independent of the thread count
+and of the block order. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by
+lowest index) by a two-digit radix selection on |δ|'s float32 bits (two histogram passes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from micota.errors import UserError
+from micota.merging.config import MergeConfig, resolve_setting
+from micota.merging.stage import tensor_seed
+from micota.merging.tensorio import FileHasher, RawInfo, ShardedWriter, read_header_raw
+
+BLOCK = 1 << 17  # elements per block: a few float32 blocks stay in the L2 cache
+HOLD = 1 << 24  # tensors with more elements are re-read per pass instead of held
+EPS = 1e-7
+LM_HEAD = "lm_head.weight"
+# method -> (sparsifier, sign election, normalize default, rescale default); == methods.METHODS (tested)
+METHODS: dict[str, tuple[str | None, bool, bool, bool]] = {
+    "task_arithmetic": (None, False, False, False), "ties": ("magnitude", True, True, False),
+    "dare_ties": ("random", True, False, True), "dare_linear": ("random", False, False, True),
+}
+_FLOAT = {"BF16", "F32"}
+_CODE = {"bfloat16": "BF16", "float32": "F32"}
+_FINITE_BELOW = {"BF16": 0x7F7F8000, "F32": 0x7F800000}  # |x| bits below this stay finite in the output dtype
+
+
+# ------------------------------------------------------------------ bit-level conversions
+def bf16_to_f32(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """bf16 bits (uint16) -> float32 (exact)."""
+    u = np.left_shift(raw, 16, out=None if out is None else out.view(np.uint32), dtype=np.uint32)
+    return u.view(np.float32)
+
+
+def f32_to_bf16(x: np.ndarray, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
+    """float32 -> bf16 bits (uint16), round to nearest, ties to even (finite inputs)."""
+    u = x.view(np.uint32)
+    t = np.right_shift(u, 16, out=tmp)
+    np.bitwise_and(t, 1, out=t)
+    np.add(t, 0x7FFF, out=t)
+    np.add(t, u, out=t)
+    return np.right_shift(t, 16, out=np.empty(x.shape, np.uint16) if out is None else out, casting="unsafe")
+
+
+def keep_mask(seed: int, block: int, n: int, density: float, out: np.ndarray | None = None) -> np.ndarray:
+    """The DARE keep mask of one block: uint32 draws below ``density·2³²`` (exposed for tests)."""
+    raw = np.random.SFC64(np.random.SeedSequence([seed, block])).random_raw((n + 1) // 2)
+    return np.less(raw.view(np.uint32)[:n], min(int(round(density * 2.0 ** 32)), 2 ** 32), out=out)
+
+
+class _Scratch(threading.local):
+    """Per-thread block buffers: fresh arrays per block would cost page faults, not arithmetic."""
+
+    def __init__(self) -> None:
+        self.d, self.b, self.tmp = (np.empty(BLOCK, np.float32) for _ in range(3))
+        self.u, self.u2 = np.empty(BLOCK, np.uint32), np.empty(BLOCK, np.uint32)
+        self.keep, self.keep2 = np.empty(BLOCK, bool), np.empty(BLOCK, bool)
+        self.o16 = np.empty(BLOCK, np.uint16)
+        self.raw = [np.empty(BLOCK, np.uint32), np.empty(BLOCK, np.uint32)]
+
+
+_S = _Scratch()
+
+
+# ------------------------------------------------------------------ planning
+@dataclass
+class FastTensor:
+    name: str
+    b: RawInfo
+    f: RawInfo
+    n: int
+    out: str  # output dtype code
+    p: dict[str, float]  # weight, density
+    shared: dict[str, Any]  # normalize, rescale, lambda
+
+
+@dataclass
+class FastPlan:
+    cfg: MergeConfig
+    folders: list[Path]  # base, fine-tune
+    configs: list[dict[str, Any]]
+    tensors: list[FastTensor]  # in the base's file order
+    tied: bool
+    files: list[Path] = field(default_factory=list)
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def plan_fast(cfg: MergeConfig) -> FastPlan | None:
+    """The fast plan, or None when this merge needs the torch engine (see the module docstring)."""
+    if cfg.mergekit_compatible or cfg.method not in METHODS or not cfg.base or cfg.allow_pickle:
+        return None
+    from micota.models import resolve_model
+
+    same = lambda a, b: os.path.realpath(a) == os.path.realpath(b)  # noqa: E731
+    entries = [m for m in cfg.models if not same(m.model, cfg.base)]
+    if len(entries) != 1 or cfg.dtype not in (None, *_CODE) or cfg.out_dtype not in (None, *_CODE):
+        return None
+    try:
+        folders = [Path(resolve_model(s)) for s in (cfg.base, entries[0].model)]
+    except UserError:
+        return None  # the torch engine reports it
+    if not all(f.is_dir() and list(f.glob("*.safetensors")) for f in folders):
+        return None
+    try:
+        configs = [json.loads((f / "config.json").read_text()) for f in folders]
+        infos: list[dict[str, RawInfo]] = []
+        for f in folders:
+            d: dict[str, RawInfo] = {}
+            for shard in sorted(f.glob("*.safetensors")):
+                for k, v in read_header_raw(shard).items():
+                    if k in d:
+                        return None
+                    d[k] = v
+            infos.append(d)
+    except (OSError, ValueError, UserError):
+        return None
+    if any((c.get("architectures"), c.get("model_type")) != (configs[0].get("architectures"), configs[0].get("model_type"))
+           for c in configs):
+        return None
+    ties = [LM_HEAD not in i or bool(c.get("tie_word_embeddings", False)) for i, c in zip(infos, configs)]
+    if ties[0] != ties[1] or set(infos[0]) != set(infos[1]):
+        return None
+    names = set(infos[0]) - ({LM_HEAD} if ties[0] else set())
+    sparsifier, _, normalize, rescale = METHODS[cfg.method]
+    params = {**cfg.parameters}
+    tensors = []
+    for name in names:
+        b, f = infos[0][name], infos[1][name]
+        if b.shape != f.shape or b.code not in _FLOAT or f.code not in _FLOAT:
+            return None
+        work = _CODE[cfg.dtype] if cfg.dtype else ("BF16" if b.code == f.code == "BF16" else "F32")
+        out = _CODE[cfg.out_dtype] if cfg.out_dtype else work
+        if work != "F32" and (b.code, f.code) != ("BF16", "BF16"):
+            return None
+        p, shared = {}, {}
+        for key, default in (("weight", None), ("density", 1.0)):
+            raw = resolve_setting(entries[0].parameters.get(key, params.get(key)), name, key)
+            v = default if raw is None else _number(raw)
+            if v is None:
+                return None
+            p[key] = v
+        if not 0 < p["density"] <= 1 or set(entries[0].parameters) - {"weight", "density"}:
+            return None
+        for key, default in (("normalize", normalize), ("rescale", rescale), ("lambda", 1.0), ("int8_mask", False)):
+            raw = resolve_setting(params.get(key), name, key)
+            if raw is None:
+                raw = default
+            if isinstance(default, bool) != isinstance(raw, bool) or (not isinstance(default, bool) and _number(raw) is None):
+                return None
+            shared[key] = raw
+        if set(params) - {"weight", "density", "normalize", "rescale", "lambda", "int8_mask"}:
+            return None
+        n = 1
+        for s in b.shape:
+            n *= s
+        tensors.append(FastTensor(name, b, f, n, out, p, shared))
+    tensors.sort(key=lambda t: (str(t.b.file), t.b.start))
+    files = sorted({i.file for d in infos for i in d.values()})
+    return FastPlan(cfg, folders, configs, tensors, ties[0], files)
+
+
+# ------------------------------------------------------------------ one tensor
+class _Source:
+    """float32 blocks (δ, b) of one tensor, in the calling thread's scratch buffers: from bytes held in
+    memory, or re-read from the files for each pass."""
+
+    def __init__(self, t: FastTensor, held: tuple[np.ndarray, np.ndarray] | None):
+        self.t, self.held = t, held
+
+    def _f32(self, which: int, s: int, m: int, out: np.ndarray) -> np.ndarray:
+        info = self.t.b if which == 0 else self.t.f
+        if self.held is not None:
+            raw = self.held[which][s:s + m]
+        else:
+            raw = _S.raw[which][:m].view(np.uint16)[:m] if info.code == "BF16" else _S.raw[which][:m]
+            _pread_into(info.file, info.start + s * raw.itemsize, raw)
+        if info.code == "BF16":
+            return bf16_to_f32(raw, out=out)
+        np.copyto(out.view(np.uint32), raw)
+        return out
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(start, δ, b) per block; both arrays are scratch (valid until the next block; callers may modify δ)."""
+        for s in range(0, self.t.n, BLOCK):
+            m = min(BLOCK, self.t.n - s)
+            d = self._f32(1, s, m, _S.d[:m])
+            b = self._f32(0, s, m, _S.b[:m])
+            np.subtract(d, b, out=d)
+            yield s, d, b
+
+
+def _pread_into(path: Path, offset: int, buf: np.ndarray) -> None:
+    view, got = memoryview(buf).cast("B"), 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while got < len(view):
+            k = os.preadv(fd, [view[got:]], offset + got)
+            if not k:
+                raise UserError(f"{path}: truncated while reading")
+            got += k
+    finally:
+        os.close(fd)
+
+
+_ONES = np.ones(BLOCK, np.float32)
+
+
+def _abs_sum(d: np.ndarray) -> float:
+    """Σ|d| of one block (float32 BLAS accumulation; blocks are summed in float64)."""
+    return float(np.dot(np.abs(d, out=_S.tmp[: d.size]), _ONES[: d.size]))
+
+
+def _sq_sum(x: np.ndarray) -> float:
+    return float(np.dot(x, x))
+
+
+def _keys(d: np.ndarray) -> np.ndarray:
+    """|δ|'s float32 bits as uint32 (scratch): they order like the magnitudes."""
+    return np.bitwise_and(d.view(np.uint32), 0x7FFFFFFF, out=_S.u[: d.size])
+
+
+def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray) -> tuple[int, int]:
+    """(key, r): the top k of |δ| are the keys > key plus the first r (by index) equal to it.
+
+    Exact. A sorted sample of the keys brackets the k-th largest; one pass counts the keys above the
+    bracket and collects those inside it, where ``np.partition`` finds the threshold. A bracket that
+    missed (rare) is moved to the side the counts point to and the pass repeated.
+    """
+    sample = np.sort(sample)
+    m = sample.size
+    idx = m - k * m / n
+    margin = 6 * (m * (k / n) * (1 - k / n)) ** 0.5 + 16
+    lo = int(sample[max(0, int(idx - margin))]) if m else 0
+    hi = int(sample[min(m - 1, int(idx + margin))]) if m else 0xFFFFFFFF
+    for _ in range(4):
+        gt, cands = 0, []
+        for _, d, _ in src.blocks():
+            u = _keys(d)
+            m = u.size
+            gt += int(np.count_nonzero(np.greater(u, hi, out=_S.keep[:m])))
+            inside = np.greater_equal(u, lo, out=_S.keep[:m])
+            inside &= np.less_equal(u, hi, out=_S.keep2[:m])
+            cands.append(u[inside])
+        cand = np.concatenate(cands) if cands else np.zeros(0, np.uint32)
+        if gt >= k:
+            lo, hi = hi + 1, 0xFFFFFFFF
+        elif gt + cand.size < k:
+            lo, hi = 0, lo - 1
+        else:
+            rem = k - gt
+            thr = int(np.partition(cand, cand.size - rem)[cand.size - rem])
+            return thr, rem - int(np.count_nonzero(cand > thr))
+    raise RuntimeError("top-k selection did not converge")  # unreachable: the last try spans every key
+
+
+def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
+                 write: Callable[[int, np.ndarray], None]) -> dict[str, Any]:
+    """Merge one tensor (module docstring), writing output-dtype blocks; returns its report stats."""
+    sparsifier, consensus, _, _ = METHODS[method]
+    n, p, sh = t.n, t.p, t.shared
+    density, w, lam = p["density"], np.float32(p["weight"]), np.float32(sh["lambda"])
+    tseed = tensor_seed(seed, t.name, 0)
+    masked = sparsifier == "random" and density < 1
+    topk = sparsifier == "magnitude" and density < 1 and n > 0
+    rescale = bool(sh["rescale"]) and sparsifier is not None and density < 1
+    k = max(1, int(density * n)) if topk else n
+    thr = r = 0
+    masks: list[np.ndarray] | None = [] if (masked and src.held is not None) else None  # held: drawn once
+
+    def sparse(j: int, d: np.ndarray, taken: list[int]) -> int:
+        """Zero the dropped entries of block j in place; returns how many were kept."""
+        m = d.size
+        if masked:
+            if masks is not None and j < len(masks):
+                keep = masks[j]
+            else:
+                keep = keep_mask(tseed, j, m, density, out=_S.keep[:m])
+                if masks is not None:
+                    masks.append(keep.copy())
+        elif topk:
+            u = _keys(d)
+            keep = np.greater(u, thr, out=_S.keep[:m])
+            if taken[0] < r:
+                eq = np.flatnonzero(np.equal(u, thr, out=_S.keep2[:m]))[: r - taken[0]]
+                keep[eq] = True
+                taken[0] += eq.size
+        else:
+            return m
+        np.multiply(d, keep, out=d)
+        return int(np.count_nonzero(keep))
+
+    # pass 1: the report's norms, a sample of |δ| for top-k, the rescale norms
+    before = after = bb = dd = 0.0
+    kept = 0
+    step = max(1, n // 65536)
+    samples = []
+    for s, d, b in src.blocks():
+        before += _abs_sum(d)
+        dd += _sq_sum(d)
+        bb += _sq_sum(b)
+        if topk:
+            samples.append(_keys(d[::step]).copy())
+        if masked or rescale:
+            kept += sparse(s // BLOCK, d, [0])
+            after += _abs_sum(d) if rescale else 0.0
+    if topk:
+        thr, r = _topk_threshold(src, n, k, np.concatenate(samples))
+        if rescale:  # (not a default of any fast method) the norm after trimming needs the threshold
+            after, taken = 0.0, [0]
+            for s, d, _ in src.blocks():
+                sparse(s // BLOCK, d, taken)
+                after += _abs_sum(d)
+        kept = k
+    elif not masked:
+        kept = n
+    scale = None
+    if rescale and not (np.float32(before) < EPS or np.float32(after) < EPS):
+        scale = np.float32(before) / np.float32(after)
+    div = np.float32(1) if abs(float(w)) < 1e-8 else w
+    limit = _FINITE_BELOW[t.out]
+    taken = [0]
+    for s, d, b in src.blocks():  # pass 2: apply, round, check, write
+        m = d.size
+        sparse(s // BLOCK, d, taken)
+        if scale is not None:
+            np.multiply(d, scale, out=d)
+        np.multiply(d, w, out=d)
+        if sh["normalize"]:
+            if consensus:  # Σ w·[elected] is w where δ̃ ≠ 0 (else the divisor is 1 and v is 0)
+                if w != 0:
+                    np.divide(d, w, out=d)
+            else:
+                np.divide(d, div, out=d)
+        if lam != 1:
+            np.multiply(d, lam, out=d)
+        np.add(b, d, out=b)
+        if int(np.bitwise_and(b.view(np.uint32), 0x7FFFFFFF, out=_S.u[:m]).max()) >= limit:
+            raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
+        write(s, f32_to_bf16(b, out=_S.o16[:m], tmp=_S.u2[:m]) if t.out == "BF16" else b)
+    return {"delta_l1": [float(np.float32(before))], "kept_fraction": [round(kept / max(1, n), 6)],
+            "_task_vector_sq": (bb, dd)}
+
+
+# ------------------------------------------------------------------ the whole merge
+def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[str, Any], dict[Path, str]]:
+    """Merge every tensor into ``tmp`` (shards, per-tensor stats, sha256 of the input weight files)."""
+    from tqdm import tqdm
+
+    cfg = plan.cfg
+    specs = sorted((t.name, t.out, t.b.shape) for t in plan.tensors)
+    writer = ShardedWriter(tmp, specs, _size(cfg.shard_size))
+    hasher = FileHasher(plan.files)
+    stats: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    slots = threading.BoundedSemaphore(threads + 1)
+    bar = tqdm(total=len(plan.tensors), desc="merge", unit="tensor", disable=None)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="merge")
+
+    def job(t: FastTensor, held: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+        es = 2 if t.out == "BF16" else 4
+        return merge_tensor(t, cfg.seed, cfg.method, _Source(t, held),
+                            lambda s, blk: writer.write(t.name, blk, byte_offset=s * es))
+
+    try:
+        for t in plan.tensors:
+            if errors:
+                break
+            slots.acquire()
+            held = None
+            if t.n <= HOLD:
+                held = tuple(_read(x, hasher) for x in (t.b, t.f))
+            fut = pool.submit(job, t, held)
+
+            def done(f: Future, name: str = t.name) -> None:
+                slots.release()
+                bar.update(1)
+                if f.exception() is not None:
+                    errors.append(f.exception())
+                else:
+                    stats[name] = f.result()
+            fut.add_done_callback(done)
+        pool.shutdown(wait=True)
+    except OSError as e:
+        raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        if errors:
+            writer.close()
+    if errors:
+        e = errors[0]
+        if isinstance(e, OSError):
+            raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
+        raise e
+    try:
+        shards = writer.finish()
+    except OSError as e:
+        raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
+    finally:
+        writer.close()
+    return shards, dict(sorted(stats.items())), hasher.finish()
+
+
+def _read(info: RawInfo, hasher: FileHasher) -> np.ndarray:
+    buf = np.empty(info.nbytes // (2 if info.code == "BF16" else 4), np.uint16 if info.code == "BF16" else np.uint32)
+    _pread_into(info.file, info.start, buf)
+    ticket = hasher.schedule(info.file)
+    if ticket is not None:
+        hasher.feed(info.file, ticket, info.start, memoryview(buf).cast("B"))
+    return buf
+
+
+def _size(s: str) -> int:
+    from micota.merging.config import parse_size
+
+    return parse_size(s)
