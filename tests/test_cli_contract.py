@@ -272,7 +272,10 @@ def test_ctrl_c_exits_130_with_one_line_and_resumes(command, tmp_path, tiny_mode
         argv = ["eval", str(tiny_model_dir), "--benchmarks", "gsm8k", "--data-dir", str(data_dir), "--limit", "30", "--out", str(out)]
         shard_dir = out / "gsm8k"
     argv += ["--max-new-tokens", "120", "--batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "micota", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a background job (`make test &`, CI harnesses) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition a terminal's Ctrl-C meets
+    proc = subprocess.Popen([sys.executable, "-m", "micota", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         rows = sum(len(p.read_text().splitlines()) for p in shard_dir.glob("samples-*.jsonl"))

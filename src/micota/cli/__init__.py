@@ -62,8 +62,36 @@ def apply_thread_defaults(env: "os._Environ[str] | dict[str, str]" = os.environ)
 
 
 def _set_torch_threads() -> None:
-    if "n" in _threads and "torch" in sys.modules:
+    """Apply the chosen thread count now if torch is loaded, else the moment it is imported (most
+    commands import torch lazily, inside the stage function)."""
+    if "n" not in _threads:
+        return
+    if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(_threads["n"])
+    elif not any(isinstance(f, _TorchThreads) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchThreads())
+
+
+class _TorchThreads:
+    """A one-shot import hook: when ``torch`` is first imported, set its thread count right after."""
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ANN001 — importlib's finder protocol
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_set(module):  # noqa: ANN001
+            exec_module(module)
+            module.set_num_threads(_threads["n"])
+
+        spec.loader.exec_module = exec_then_set
+        return spec
 
 
 app = typer.Typer(
@@ -107,7 +135,7 @@ def _register_all() -> None:
     apply_thread_defaults()
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(app)
-    _set_torch_threads()  # the command modules imported torch
+    _set_torch_threads()  # now if a command module imported torch, else when torch is imported
 
 
 _register_all()
