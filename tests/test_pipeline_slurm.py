@@ -130,8 +130,9 @@ def test_scancel_then_rerun_resumes_without_loss_or_duplicates(slurm, tmp_path, 
 
 
 def _split_pipeline(tmp_path: Path, model: Path, out: str, array: int | None) -> Path:
-    """``_pipeline`` with gen_b's 15 problems split into ``array`` Slurm array tasks."""
-    p = _pipeline(tmp_path, model, n_b=15, tokens_b=48, batch=1, out=out)
+    """``_pipeline`` with gen_b's 15 problems split into ``array`` Slurm array tasks; 384 tokens a row, so
+    a task's 5 rows take seconds even on an idle machine and a scancel after its first row lands mid-task."""
+    p = _pipeline(tmp_path, model, n_b=15, tokens_b=384, batch=1, out=out)
     spec = yaml.safe_load(p.read_text())
     if array:
         spec["stages"]["gen_b"]["resources"] = {"array": array}
