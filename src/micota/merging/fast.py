@@ -28,6 +28,7 @@ lowest index) by a two-digit radix selection on |δ|'s float32 bits (two histogr
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +41,7 @@ import numpy as np
 from micota.errors import UserError
 from micota.merging.config import MergeConfig, resolve_setting
 from micota.merging.stage import tensor_seed
-from micota.merging.tensorio import FileHasher, RawInfo, ShardedWriter, read_header_raw
+from micota.merging.tensorio import RawInfo, ShardedWriter, read_header_raw, sha256_mapped
 
 BLOCK = 1 << 17  # elements per block: a few float32 blocks stay in the L2 cache
 HOLD = 1 << 24  # tensors with more elements are re-read per pass instead of held
@@ -53,13 +54,19 @@ METHODS: dict[str, tuple[str | None, bool, bool, bool]] = {
 }
 _FLOAT = {"BF16", "F32"}
 _CODE = {"bfloat16": "BF16", "float32": "F32"}
-_FINITE_BELOW = {"BF16": 0x7F7F8000, "F32": 0x7F800000}  # |x| bits below this stay finite in the output dtype
+# |x| below this stays finite in the output dtype (bf16: 0x7F7F8000 rounds to inf; float32: inf itself)
+_FINITE_BELOW = {"BF16": float(np.uint32(0x7F7F8000).view(np.float32)), "F32": float("inf")}
+DROP = 32  # a streamed tensor's pages are dropped from this process's mapping every DROP blocks
+WRITEBACK = 64 << 20  # output bytes between background fdatasyncs (overlaps the disk write with the merge)
 
 
 # ------------------------------------------------------------------ bit-level conversions
 def bf16_to_f32(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """bf16 bits (uint16) -> float32 (exact)."""
-    u = np.left_shift(raw, 16, out=None if out is None else out.view(np.uint32), dtype=np.uint32)
+    """bf16 bits (uint16) -> float32 (exact): zero-extend to uint32 in place, then shift (two tight loops;
+    a uint16 -> uint32 ``left_shift`` goes through numpy's buffered casting and is slower)."""
+    u = np.empty(raw.shape, np.uint32) if out is None else out.view(np.uint32)
+    np.copyto(u, raw)
+    np.left_shift(u, 16, out=u)
     return u.view(np.float32)
 
 
@@ -86,8 +93,7 @@ class _Scratch(threading.local):
         self.d, self.b, self.tmp = (np.empty(BLOCK, np.float32) for _ in range(3))
         self.u, self.u2 = np.empty(BLOCK, np.uint32), np.empty(BLOCK, np.uint32)
         self.keep, self.keep2 = np.empty(BLOCK, bool), np.empty(BLOCK, bool)
-        self.o16 = np.empty(BLOCK, np.uint16)
-        self.raw = [np.empty(BLOCK, np.uint32), np.empty(BLOCK, np.uint32)]
+        self.o16, self.keepf = np.empty(BLOCK, np.uint16), np.empty(BLOCK, np.float32)
 
 
 _S = _Scratch()
@@ -194,46 +200,73 @@ def plan_fast(cfg: MergeConfig) -> FastPlan | None:
 
 
 # ------------------------------------------------------------------ one tensor
-class _Source:
-    """float32 blocks (δ, b) of one tensor, in the calling thread's scratch buffers: from bytes held in
-    memory, or re-read from the files for each pass."""
+class _Inputs:
+    """Read-only memory maps of the input files: a tensor is a numpy view of the page cache, so nothing is
+    copied by ``read``. Pages a finished tensor (or a streamed tensor's finished blocks) touched are
+    dropped from this process's mapping (``MADV_DONTNEED``: they stay in the page cache; a later touch
+    maps them again), so the resident set stays a few tensors, not the inputs."""
 
-    def __init__(self, t: FastTensor, held: tuple[np.ndarray, np.ndarray] | None):
-        self.t, self.held = t, held
+    def __init__(self, files: list[Path]):
+        self.maps: dict[Path, mmap.mmap] = {}
+        for f in files:
+            with open(f, "rb") as fh:
+                self.maps[f] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def view(self, info: RawInfo) -> np.ndarray:
+        dt = np.dtype(np.uint16 if info.code == "BF16" else np.uint32)
+        return np.frombuffer(self.maps[info.file], dt, info.nbytes // dt.itemsize, info.start)
+
+    def drop(self, info: RawInfo, lo: int = 0, hi: int | None = None) -> None:
+        """Unmap the pages of bytes ``[lo, hi)`` of a tensor (a no-op where madvise is missing)."""
+        a = info.start + lo
+        b = info.start + (info.nbytes if hi is None else hi)
+        a -= a % mmap.PAGESIZE
+        if b > a and hasattr(mmap, "MADV_DONTNEED"):
+            self.maps[info.file].madvise(mmap.MADV_DONTNEED, a, b - a)
+
+    def close(self) -> None:
+        for mm in self.maps.values():
+            try:
+                mm.close()
+            except BufferError:  # a view is still referenced (an exception's traceback): the GC unmaps it
+                pass
+
+
+class _Source:
+    """float32 blocks (δ, b) of one tensor, in the calling thread's scratch buffers, converted from the
+    raw bits (uint16 bf16 / uint32 float32 arrays: views of the memory-mapped files, or any arrays).
+    A tensor above :data:`HOLD` elements is *streamed*: its pages are dropped behind each pass."""
+
+    def __init__(self, t: FastTensor, views: tuple[np.ndarray, np.ndarray], inputs: _Inputs | None = None):
+        self.t, self.views, self.inputs = t, views, inputs
+        self.stream = t.n > HOLD
 
     def _f32(self, which: int, s: int, m: int, out: np.ndarray) -> np.ndarray:
-        info = self.t.b if which == 0 else self.t.f
-        if self.held is not None:
-            raw = self.held[which][s:s + m]
-        else:
-            raw = _S.raw[which][:m].view(np.uint16)[:m] if info.code == "BF16" else _S.raw[which][:m]
-            _pread_into(info.file, info.start + s * raw.itemsize, raw)
-        if info.code == "BF16":
+        raw = self.views[which][s:s + m]
+        if raw.dtype == np.uint16:
             return bf16_to_f32(raw, out=out)
         np.copyto(out.view(np.uint32), raw)
         return out
 
+    def _drop(self, lo: int, hi: int) -> None:
+        if self.inputs is not None and self.stream:
+            for which, info in enumerate((self.t.b, self.t.f)):
+                es = self.views[which].itemsize
+                self.inputs.drop(info, lo * es, hi * es)
+
     def blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(start, δ, b) per block; both arrays are scratch (valid until the next block; callers may modify δ)."""
+        done = 0
         for s in range(0, self.t.n, BLOCK):
             m = min(BLOCK, self.t.n - s)
             d = self._f32(1, s, m, _S.d[:m])
             b = self._f32(0, s, m, _S.b[:m])
             np.subtract(d, b, out=d)
             yield s, d, b
-
-
-def _pread_into(path: Path, offset: int, buf: np.ndarray) -> None:
-    view, got = memoryview(buf).cast("B"), 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while got < len(view):
-            k = os.preadv(fd, [view[got:]], offset + got)
-            if not k:
-                raise UserError(f"{path}: truncated while reading")
-            got += k
-    finally:
-        os.close(fd)
+            if (s // BLOCK) % DROP == DROP - 1:
+                self._drop(done, s + m)
+                done = s + m
+        self._drop(done, self.t.n)
 
 
 _ONES = np.ones(BLOCK, np.float32)
@@ -299,18 +332,13 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     rescale = bool(sh["rescale"]) and sparsifier is not None and density < 1
     k = max(1, int(density * n)) if topk else n
     thr = r = 0
-    masks: list[np.ndarray] | None = [] if (masked and src.held is not None) else None  # held: drawn once
+    masks: list[np.ndarray] = []  # DARE: block j's mask, bit-packed in pass 1 for pass 2 (drawn once)
 
-    def sparse(j: int, d: np.ndarray, taken: list[int]) -> int:
-        """Zero the dropped entries of block j in place; returns how many were kept."""
+    def sparse(j: int, d: np.ndarray, taken: list[int]) -> None:
+        """Zero the dropped entries of block j in place."""
         m = d.size
         if masked:
-            if masks is not None and j < len(masks):
-                keep = masks[j]
-            else:
-                keep = keep_mask(tseed, j, m, density, out=_S.keep[:m])
-                if masks is not None:
-                    masks.append(keep.copy())
+            keep = np.unpackbits(masks[j], count=m).view(bool)
         elif topk:
             u = _keys(d)
             keep = np.greater(u, thr, out=_S.keep[:m])
@@ -319,24 +347,30 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
                 keep[eq] = True
                 taken[0] += eq.size
         else:
-            return m
+            return
         np.multiply(d, keep, out=d)
-        return int(np.count_nonzero(keep))
 
-    # pass 1: the report's norms, a sample of |δ| for top-k, the rescale norms
+    # pass 1: the report's norms, a sample of |δ| for top-k, the DARE masks and rescale norms
     before = after = bb = dd = 0.0
     kept = 0
     step = max(1, n // 65536)
     samples = []
     for s, d, b in src.blocks():
-        before += _abs_sum(d)
+        m = d.size
+        a = np.abs(d, out=_S.tmp[:m])
+        before += float(np.dot(a, _ONES[:m]))  # Σ|δ| of the block: float32 BLAS, blocks summed in float64
         dd += _sq_sum(d)
         bb += _sq_sum(b)
         if topk:
             samples.append(_keys(d[::step]).copy())
-        if masked or rescale:
-            kept += sparse(s // BLOCK, d, [0])
-            after += _abs_sum(d) if rescale else 0.0
+        if masked:
+            keep = keep_mask(tseed, s // BLOCK, m, density, out=_S.keep[:m])
+            masks.append(np.packbits(keep))
+            kept += int(np.count_nonzero(keep))
+            if rescale:  # Σ|m⊙δ| = |δ|·m: the same products (exact: ×0 or ×1), summed in the same order
+                kf = _S.keepf[:m]
+                np.copyto(kf, keep)
+                after += float(np.dot(a, kf))
     if topk:
         thr, r = _topk_threshold(src, n, k, np.concatenate(samples))
         if rescale:  # (not a default of any fast method) the norm after trimming needs the threshold
@@ -351,7 +385,7 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     if rescale and not (np.float32(before) < EPS or np.float32(after) < EPS):
         scale = np.float32(before) / np.float32(after)
     div = np.float32(1) if abs(float(w)) < 1e-8 else w
-    limit = _FINITE_BELOW[t.out]
+    limit = np.float32(_FINITE_BELOW[t.out])
     taken = [0]
     for s, d, b in src.blocks():  # pass 2: apply, round, check, write
         m = d.size
@@ -368,7 +402,8 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
         if lam != 1:
             np.multiply(d, lam, out=d)
         np.add(b, d, out=b)
-        if int(np.bitwise_and(b.view(np.uint32), 0x7FFFFFFF, out=_S.u[:m]).max()) >= limit:
+        # max/min propagate NaN, so this is False for NaN, ±inf and values that round to inf
+        if not (np.maximum.reduce(b) < limit and np.minimum.reduce(b) > -limit):
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
         write(s, f32_to_bf16(b, out=_S.o16[:m], tmp=_S.u2[:m]) if t.out == "BF16" else b)
     return {"delta_l1": [float(np.float32(before))], "kept_fraction": [round(kept / max(1, n), 6)],
@@ -377,33 +412,44 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
 
 # ------------------------------------------------------------------ the whole merge
 def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[str, Any], dict[Path, str]]:
-    """Merge every tensor into ``tmp`` (shards, per-tensor stats, sha256 of the input weight files)."""
+    """Merge every tensor into ``tmp`` (shards, per-tensor stats, sha256 of the input weight files).
+
+    The inputs are memory-mapped; ``threads`` workers merge tensors in file order (at most
+    ``threads + 1`` in flight) while one thread per input file (two at most at once) computes its sha256
+    from its own mapping, and the writer's flusher thread starts the disk write-back as blocks arrive.
+    """
     from tqdm import tqdm
 
     cfg = plan.cfg
     specs = sorted((t.name, t.out, t.b.shape) for t in plan.tensors)
-    writer = ShardedWriter(tmp, specs, _size(cfg.shard_size))
-    hasher = FileHasher(plan.files)
+    try:
+        inputs = _Inputs(plan.files)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot map the input weights ({e})") from None
+    hashing = ThreadPoolExecutor(min(2, len(plan.files)) or 1, thread_name_prefix="sha256")
+    digests = {f: hashing.submit(_digest, f) for f in plan.files}
+    writer = ShardedWriter(tmp, specs, _size(cfg.shard_size), writeback=WRITEBACK)
     stats: dict[str, Any] = {}
     errors: list[BaseException] = []
     slots = threading.BoundedSemaphore(threads + 1)
     bar = tqdm(total=len(plan.tensors), desc="merge", unit="tensor", disable=None)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="merge")
 
-    def job(t: FastTensor, held: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+    def job(t: FastTensor) -> dict[str, Any]:
         es = 2 if t.out == "BF16" else 4
-        return merge_tensor(t, cfg.seed, cfg.method, _Source(t, held),
-                            lambda s, blk: writer.write(t.name, blk, byte_offset=s * es))
+        try:
+            return merge_tensor(t, cfg.seed, cfg.method, _Source(t, (inputs.view(t.b), inputs.view(t.f)), inputs),
+                                lambda s, blk: writer.write(t.name, blk, byte_offset=s * es))
+        finally:
+            inputs.drop(t.b)
+            inputs.drop(t.f)
 
     try:
         for t in plan.tensors:
             if errors:
                 break
             slots.acquire()
-            held = None
-            if t.n <= HOLD:
-                held = tuple(_read(x, hasher) for x in (t.b, t.f))
-            fut = pool.submit(job, t, held)
+            fut = pool.submit(job, t)
 
             def done(f: Future, name: str = t.name) -> None:
                 slots.release()
@@ -414,13 +460,16 @@ def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[s
                     stats[name] = f.result()
             fut.add_done_callback(done)
         pool.shutdown(wait=True)
+        known = {f: d.result() for f, d in digests.items()} if not errors else {}
     except OSError as e:
-        raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
+        errors.append(e)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        hashing.shutdown(wait=True, cancel_futures=True)
         bar.close()
         if errors:
             writer.close()
+        inputs.close()
     if errors:
         e = errors[0]
         if isinstance(e, OSError):
@@ -432,16 +481,14 @@ def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[s
         raise UserError(f"{cfg.out}: writing the merged model failed ({e.strerror or e})") from None
     finally:
         writer.close()
-    return shards, dict(sorted(stats.items())), hasher.finish()
+    return shards, dict(sorted(stats.items())), known
 
 
-def _read(info: RawInfo, hasher: FileHasher) -> np.ndarray:
-    buf = np.empty(info.nbytes // (2 if info.code == "BF16" else 4), np.uint16 if info.code == "BF16" else np.uint32)
-    _pread_into(info.file, info.start, buf)
-    ticket = hasher.schedule(info.file)
-    if ticket is not None:
-        hasher.feed(info.file, ticket, info.start, memoryview(buf).cast("B"))
-    return buf
+def _digest(f: Path) -> str:
+    try:
+        return sha256_mapped(f)
+    except OSError as e:
+        raise UserError(f"{f}: cannot read ({e.strerror or e})") from None
 
 
 def _size(s: str) -> int:
