@@ -200,3 +200,68 @@ def test_nan_in_an_input_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match=f"merged tensor {name} has NaN/Inf"):
         merge(MergeConfig.two_model(base, ft, method="task_arithmetic", weight=0.5, out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# Output digests of the implementation before the memory-mapped rewrite (pread + ticketed hasher,
+# bool masks, bitwise finite check), same pair and settings: the rewrite must not change a byte.
+# (task_arithmetic and ties only: DARE's rescale factor sums through the machine's BLAS, see below.)
+_BEFORE = {"ties": "1c9b127e56dcccd8b8584f4ace51d76c2fe02d46c649455a6e2a98576ef4edb1",
+           "task_arithmetic": "5a16085cbea62a8f04a54064ebd19ccb5d5f42be1b69dce03e3827d9a8b1c287"}
+
+
+def test_output_is_byte_identical_to_the_previous_implementation(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setattr(fast, "BLOCK", 1000)
+    base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=False, hidden=64, intermediate=128, vocab=128,
+                            shard_size=20_000)
+    for hold in (0, 10**12):  # streamed (pages dropped per pass) and held
+        monkeypatch.setattr(fast, "HOLD", hold)
+        for method, density in (("ties", 0.5), ("task_arithmetic", None)):
+            out = merge(MergeConfig.two_model(base, ft, method=method, weight=0.7, density=density, seed=3,
+                                              out=tmp_path / f"{method}-{hold}", threads=2))
+            assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == _BEFORE[method], (method, hold)
+
+
+def test_dare_rescale_sum_from_the_unmasked_magnitudes_equals_the_masked_sum():
+    """Pass 1 sums |δ|·m (m as 0/1 float32) instead of |m⊙δ| (m as bool) — the same exact products in the
+    same BLAS order, so the rescale factor and the output do not change; checked on this machine's BLAS."""
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 1000, 4099, fast.BLOCK):
+        d = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3, n)).astype(np.float32)
+        d[rng.random(n) < 0.01] = -0.0
+        keep = fast.keep_mask(123, n, n, 0.37)
+        masked = np.abs(d * keep)
+        assert np.dot(masked, np.ones(n, np.float32)) == np.dot(np.abs(d), keep.astype(np.float32)), n
+
+
+def test_sha256_of_the_mapped_file_equals_hashlib(tmp_path):
+    import hashlib
+
+    from micota.merging.tensorio import sha256_mapped
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 4095, 4096, 3 * 4096 + 17):
+        p = tmp_path / f"f{size}"
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        p.write_bytes(data)
+        assert sha256_mapped(p, chunk=4096) == hashlib.sha256(data).hexdigest(), size
+
+
+def test_background_write_back_writes_the_same_bytes(tmp_path):
+    from micota.merging.tensorio import ShardedWriter
+
+    rng = np.random.default_rng(1)
+    tensors = {f"t{i}": rng.integers(0, 1 << 16, 5000 + i, dtype=np.uint16) for i in range(6)}
+    specs = [(k, "BF16", v.shape) for k, v in tensors.items()]
+    outs = []
+    for wb in (None, 1):  # 1: an fdatasync after every write
+        folder = tmp_path / str(wb)
+        folder.mkdir()
+        w = ShardedWriter(folder, specs, 30_000, writeback=wb)
+        for k, v in reversed(tensors.items()):
+            for s in range(0, v.size, 999):
+                w.write(k, v[s:s + 999], byte_offset=2 * s)
+        names = w.finish()
+        outs.append([(folder / n).read_bytes() for n in names])
+    assert len(outs[0]) > 1 and outs[0] == outs[1]
