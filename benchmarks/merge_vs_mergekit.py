@@ -55,6 +55,18 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
+def make_pair_once(work: Path, quick: bool) -> tuple[Path, Path, str]:
+    """The benchmark pair in ``work`` (generated once): (base, fine-tune, shape)."""
+    shape = "dict(QWEN25_05B, layers=4, vocab=32000)" if quick else "QWEN25_05B"
+    if not (work / "base" / "config.json").is_file():
+        # generated in a child so this (forking) parent stays small and does not inflate children's RSS
+        t = time.perf_counter()
+        subprocess.run([PY, "-c", "from micota.merging.synth import QWEN25_05B, make_pair; "
+                        f"make_pair({str(work)!r}, arch='qwen2', dtype='bfloat16', noise=0.002, **{shape})"], check=True)
+        print(f"generated pair in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    return work / "base", work / "ft0", shape
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
@@ -66,14 +78,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
-    shape = "dict(QWEN25_05B, layers=4, vocab=32000)" if args.quick else "QWEN25_05B"
-    if not (work / "base" / "config.json").is_file():
-        # generated in a child so this (forking) parent stays small and does not inflate children's RSS
-        t = time.perf_counter()
-        subprocess.run([PY, "-c", "from micota.merging.synth import QWEN25_05B, make_pair; "
-                        f"make_pair({str(work)!r}, arch='qwen2', dtype='bfloat16', noise=0.002, **{shape})"], check=True)
-        print(f"generated pair in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-    base, ft = work / "base", work / "ft0"
+    base, ft, shape = make_pair_once(work, args.quick)
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
     print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; load average at start "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
@@ -86,7 +91,7 @@ def main() -> None:
         cfg.write_text(f"merge_method: {method}\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
                        f"    parameters: {{{params[method]}}}\ndtype: bfloat16\n")
         contenders = {
-            "micota": [PY, "-m", "micota", "merge", str(cfg), "{out}", "--seed", "0"],
+            "micota": [PY, "-m", "micota", "merge", str(cfg), "--out", "{out}", "--seed", "0"],
             "mergekit": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "--no-write-model-card",
                          "--quiet"],
             "mergekit-j1": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",

@@ -17,12 +17,15 @@ Per tensor (δ = f − b, all arithmetic in float32, rounded once to the output 
 mergekit bit for bit, sparsifier ties and the rescale sum aside); for bf16 the torch engine rounds
 every step to bf16, this path rounds once (more accurate). bf16 ↔ float32 are bit operations:
 ``u32 = u16 << 16``; back with round-to-nearest-even ``(u + 0x7FFF + ((u >> 16) & 1)) >> 16``
-(tested bit-exact against torch). A tensor is done block by block (:data:`BLOCK` elements, cache
-sized); tensors above :data:`HOLD` elements (the embedding) are re-read from the files for each pass
-instead of being held. DARE masks: block ``j`` of a tensor keeps an element when a uint32 from
-``SFC64(SeedSequence([seed(tensor), j]))`` is below ``density·2³²`` — independent of the thread count
-and of the block order. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by
-lowest index) by a two-digit radix selection on |δ|'s float32 bits (two histogram passes).
+(tested bit-exact against torch). The input files are memory-mapped (:class:`_Inputs`: tensors are
+views of the page cache, no copies; finished pages are dropped from the mapping) and hashed with
+sha256 front to back by their own threads (:func:`~micota.merging.tensorio.sha256_mapped`). A tensor
+is done block by block (:data:`BLOCK` elements, cache sized) in two passes (three for TIES); tensors
+above :data:`HOLD` elements (the embedding) drop their pages behind each pass. DARE masks: block ``j``
+of a tensor keeps an element when a uint32 from ``SFC64(SeedSequence([seed(tensor), j]))`` is below
+``density·2³²`` — independent of the thread count and of the block order; drawn once, kept bit-packed
+between the passes. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by lowest
+index), threshold from a sampled bracket and ``np.partition`` (:func:`_topk_threshold`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from micota.merging.stage import tensor_seed
 from micota.merging.tensorio import RawInfo, ShardedWriter, read_header_raw, sha256_mapped
 
 BLOCK = 1 << 17  # elements per block: a few float32 blocks stay in the L2 cache
-HOLD = 1 << 24  # tensors with more elements are re-read per pass instead of held
+HOLD = 1 << 24  # tensors with more elements drop their mapped pages behind each pass
 EPS = 1e-7
 LM_HEAD = "lm_head.weight"
 # method -> (sparsifier, sign election, normalize default, rescale default); == methods.METHODS (tested)

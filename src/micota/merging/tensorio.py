@@ -11,7 +11,7 @@
   ``model.safetensors.index.json``. Output bytes depend only on the tensors, not on write order.
 
 torch is imported only when a torch tensor is read or a torch dtype is named: headers
-(:func:`read_header_raw`), :class:`FileHasher` and :class:`ShardedWriter` with safetensors dtype
+(:func:`read_header_raw`), :func:`sha256_mapped` and :class:`ShardedWriter` with safetensors dtype
 codes (``"BF16"``) and numpy arrays serve the torch-free fast path (:mod:`micota.merging.fast`).
 """
 

@@ -1,0 +1,117 @@
+"""Where the fast merge's time goes, part by part, beside the I/O floor (the same pair as
+``merge_vs_mergekit.py``): each part alone, one thread, wall and CPU seconds (medians of ``--reps``).
+
+    .venv/bin/python benchmarks/merge_profile.py [--reps 3] [--quick] [--workdir DIR] [--methods dare_ties,ties]
+
+Parts: interpreter + imports of ``python -m micota merge`` (``import micota.cli``); mapping and touching
+both inputs (the page cache, no copy); sha256 of both inputs (the manifest's provenance); the block
+arithmetic of every tensor (``fast.merge_tensor`` with the output discarded); writing the output size
+and ``fsync``. Then the whole merge and the I/O floor as processes. The parts add up to the work of
+one core; the merge runs them on ``threads`` workers + hashing threads, so on an idle 2-core machine
+its wall time lies between the largest part and the sum over two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from merge_vs_mergekit import IO_FLOOR, PY, make_pair_once, run  # noqa: E402
+
+
+def timed(fn) -> tuple[float, float]:
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--methods", default="dare_ties,ties")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from micota.merging import fast
+    from micota.merging.config import from_mergekit_yaml
+    from micota.merging.tensorio import sha256_mapped
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
+    base, ft, shape = make_pair_once(work, args.quick)
+    files = sorted(base.glob("*.safetensors")) + sorted(ft.glob("*.safetensors"))
+    size = sum(f.stat().st_size for f in files) // 2
+    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; load average at start "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    parts: dict[str, list[tuple[float, float]]] = {}
+
+    def add(name: str, wc: tuple[float, float]) -> None:
+        parts.setdefault(name, []).append(wc)
+
+    def touch() -> None:
+        inputs = fast._Inputs(files)
+        for f, mm in inputs.maps.items():
+            a = np.frombuffer(mm, np.uint8)
+            for off in range(0, a.size, 1 << 26):
+                int(a[off:off + (1 << 26):4096].sum())
+                mm.madvise(__import__("mmap").MADV_DONTNEED, off, min(1 << 26, a.size - off))
+            del a
+        inputs.close()
+
+    def write_fsync() -> None:
+        block = np.zeros(1 << 17, np.uint16)
+        fd = os.open(work / "profile.out", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            for off in range(0, size, block.nbytes):
+                os.pwrite(fd, memoryview(block)[: min(block.nbytes, size - off) // 2].cast("B"), off)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(work / "profile.out")
+
+    def arithmetic(method: str) -> None:
+        cfg_path = work / f"{method}.yaml"
+        cfg_path.write_text(f"merge_method: {method}\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
+                            "    parameters: {weight: 0.5, density: 0.5}\ndtype: bfloat16\n")
+        plan = fast.plan_fast(from_mergekit_yaml(cfg_path, out=work / "unused", seed=0))
+        inputs = fast._Inputs(plan.files)
+        for t in plan.tensors:
+            fast.merge_tensor(t, 0, method, fast._Source(t, (inputs.view(t.b), inputs.view(t.f)), inputs),
+                              lambda s, blk: None)
+            inputs.drop(t.b)
+            inputs.drop(t.f)
+        inputs.close()
+
+    for _ in range(args.reps):
+        w, _, c = run([PY, "-c", "pass"])
+        w2, _, c2 = run([PY, "-c", "import micota.cli"], {"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+        add("imports (python -c 'import micota.cli' minus 'pass')", (w2 - w, c2 - c))
+        add("map + touch both inputs", timed(touch))
+        add("sha256 of both inputs (one thread)", timed(lambda: [sha256_mapped(f) for f in files]))
+        for m in args.methods.split(","):
+            add(f"arithmetic, {m} (one thread, output discarded)", timed(lambda m=m: arithmetic(m)))
+        add("write the output size + fsync", timed(write_fsync))
+        out = work / "profile-floor"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        w, _, c = run([PY, "-c", IO_FLOOR, str(base), str(ft), str(out)])
+        add("I/O floor process (read both, write one, fsync)", (w, c))
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    floor = statistics.median(x[0] for x in parts["I/O floor process (read both, write one, fsync)"])
+    print(f"load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"\n| part | wall s (median of {args.reps}) | CPU s | wall / I/O floor |\n|---|---:|---:|---:|")
+    for name, v in parts.items():
+        w, c = statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)
+        print(f"| {name} | {w:.2f} | {c:.2f} | {w / floor:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
