@@ -7,6 +7,7 @@ the same size. Prints medians and ratios for dare_ties and ties, and the load av
 
     .venv/bin/python benchmarks/merge_vs_mergekit.py [--reps 3] [--quick] [--workdir DIR]
         [--methods dare_ties,ties] [--contenders micota,mergekit,mergekit-j1,io-floor]
+        [--baseline-src OTHER_CHECKOUT/src]   # adds "micota-baseline": the same command on other sources
 
 ``--quick`` uses a 4-layer, 32k-vocabulary shape (a smoke run; report the default figures).
 """
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--methods", default="dare_ties,ties")
     ap.add_argument("--contenders", default="micota,mergekit,mergekit-j1,io-floor",
                     help="subset to run (mergekit = its defaults; mergekit-j1 = -j 1 --out-shard-size 100M)")
+    ap.add_argument("--baseline-src", default=None,
+                    help="another checkout's src/ to run as contender micota-baseline (e.g. main before a change)")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
@@ -99,12 +102,16 @@ def main() -> None:
             "io-floor": [PY, "-c", IO_FLOOR, str(base), str(ft), "{out}"],
         }
         contenders = {k: v for k, v in contenders.items() if k in args.contenders.split(",")}
+        if args.baseline_src:
+            contenders["micota-baseline"] = contenders.get("micota") or [
+                PY, "-m", "micota", "merge", str(cfg), "--out", "{out}", "--seed", "0"]
         results[method] = {k: [] for k in contenders}
         for rep in range(args.reps):
             for name, cmd in contenders.items():
                 out = work / "out"
                 shutil.rmtree(out, ignore_errors=True)
-                wall, rss, cpu = run([c.replace("{out}", str(out)) for c in cmd], env)
+                extra = {"PYTHONPATH": args.baseline_src} if name == "micota-baseline" else {}
+                wall, rss, cpu = run([c.replace("{out}", str(out)) for c in cmd], {**env, **extra})
                 results[method][name].append((wall, rss, cpu))
                 print(f"{method:10s} rep {rep} {name:18s} {wall:7.2f} s wall {cpu:7.2f} s cpu {rss / 2**20:7.0f} MiB",
                       file=sys.stderr, flush=True)
@@ -123,6 +130,9 @@ def main() -> None:
             continue
         best_mk, low_rss, best_cpu = min(x[0] for x in mk), min(x[1] for x in mk), min(x[2] for x in mk)
         m, floor = med["micota"], med["io-floor"]
+        if "micota-baseline" in med:
+            print(f"| {method} | **vs baseline** | wall: baseline/micota = {med['micota-baseline'][0] / m[0]:.2f}x | "
+                  f"CPU: baseline/micota = {med['micota-baseline'][2] / m[2]:.2f}x | |")
         print(f"| {method} | **ratios** | wall: mergekit-best/micota = {best_mk / m[0]:.2f}x (goal >= 3), micota/io-floor = "
               f"{m[0] / floor[0]:.2f}x (goal <= 1.5) | CPU: mergekit-best/micota = {best_cpu / m[2]:.2f}x, micota/io-floor = "
               f"{m[2] / floor[2]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} (goal <= 0.33) |")
