@@ -265,3 +265,32 @@ def test_background_write_back_writes_the_same_bytes(tmp_path):
         names = w.finish()
         outs.append([(folder / n).read_bytes() for n in names])
     assert len(outs[0]) > 1 and outs[0] == outs[1]
+
+
+def test_top_k_fused_into_pass_one_recovers_from_a_missed_bracket(tmp_path, monkeypatch):
+    """merge_tensor counts against the sample's bracket during pass 1; when that bracket misses (forced
+    here, on either side) the extra passes still find the exact top k."""
+    monkeypatch.setattr(fast, "BLOCK", 997)
+    n = 20_000
+    rng = np.random.default_rng(2)
+    d = (rng.integers(-3, 4, n) * 0.25).astype(np.float32)
+    b = np.zeros(n, np.float32)
+    info = fast.RawInfo("x", tmp_path, "F32", (n,), 0, 4 * n)
+    t = fast.FastTensor("x", info, info, n, "F32", {"weight": 1.0, "density": 0.37},
+                        {"normalize": True, "rescale": False, "lambda": 1.0})
+    k = int(0.37 * n)
+    order = np.argsort(-np.abs(d), kind="stable")[:k]
+    want = np.zeros(n, np.float32)
+    want[order] = d[order]
+    real = fast._bracket
+    for miss in ((0, 0), (0x7F000000, 0x7F000001), None):
+        calls = []
+
+        def bracket(sample, n_, k_, miss=miss, calls=calls):
+            calls.append(1)
+            return miss if (miss is not None and len(calls) <= 2) else real(sample, n_, k_)  # pass 1 and its use
+        monkeypatch.setattr(fast, "_bracket", bracket)
+        out = []
+        fast.merge_tensor(t, 0, "ties", fast._Source(t, (b.view(np.uint32), d.view(np.uint32))),
+                          lambda s, blk: out.append(blk.copy()))
+        assert np.array_equal(np.concatenate(out), want), miss

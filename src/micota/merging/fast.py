@@ -257,6 +257,22 @@ class _Source:
                 es = self.views[which].itemsize
                 self.inputs.drop(info, lo * es, hi * es)
 
+    def sample_keys(self, step: int) -> np.ndarray:
+        """|δ|'s float32 bits at elements 0, step, 2·step, … (a streamed tensor's pages dropped behind)."""
+        out, span = [], BLOCK * DROP
+        for s in range(0, self.t.n, span):
+            e = min(self.t.n, s + span)
+            first = -(-s // step) * step
+            f, b = (np.array(v[first:e:step], np.uint32) for v in (self.views[1], self.views[0]))
+            if self.views[1].dtype == np.uint16:
+                f <<= 16
+            if self.views[0].dtype == np.uint16:
+                b <<= 16
+            d = f.view(np.float32) - b.view(np.float32)
+            out.append(np.bitwise_and(d.view(np.uint32), 0x7FFFFFFF))
+            self._drop(s, e)
+        return np.concatenate(out) if out else np.zeros(0, np.uint32)
+
     def blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(start, δ, b) per block; both arrays are scratch (valid until the next block; callers may modify δ)."""
         done = 0
@@ -289,28 +305,47 @@ def _keys(d: np.ndarray) -> np.ndarray:
     return np.bitwise_and(d.view(np.uint32), 0x7FFFFFFF, out=_S.u[: d.size])
 
 
-def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray) -> tuple[int, int]:
-    """(key, r): the top k of |δ| are the keys > key plus the first r (by index) equal to it.
-
-    Exact. A sorted sample of the keys brackets the k-th largest; one pass counts the keys above the
-    bracket and collects those inside it, where ``np.partition`` finds the threshold. A bracket that
-    missed (rare) is moved to the side the counts point to and the pass repeated.
-    """
+def _bracket(sample: np.ndarray, n: int, k: int) -> tuple[int, int]:
+    """Keys [lo, hi] that very likely hold the k-th largest of n, from a sample of the keys."""
     sample = np.sort(sample)
     m = sample.size
     idx = m - k * m / n
     margin = 6 * (m * (k / n) * (1 - k / n)) ** 0.5 + 16
     lo = int(sample[max(0, int(idx - margin))]) if m else 0
     hi = int(sample[min(m - 1, int(idx + margin))]) if m else 0xFFFFFFFF
+    return lo, hi
+
+
+def _count_in(u: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndarray]:
+    """(how many keys are > hi, a copy of the keys in [lo, hi])."""
+    m = u.size
+    gt = int(np.count_nonzero(np.greater(u, hi, out=_S.keep[:m])))
+    inside = np.greater_equal(u, lo, out=_S.keep[:m])
+    inside &= np.less_equal(u, hi, out=_S.keep2[:m])
+    return gt, u[inside]
+
+
+def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray,
+                    counted: tuple[int, int, int, list[np.ndarray]] | None = None) -> tuple[int, int]:
+    """(key, r): the top k of |δ| are the keys > key plus the first r (by index) equal to it.
+
+    Exact. A sorted sample of the keys brackets the k-th largest; one pass counts the keys above the
+    bracket and collects those inside it, where ``np.partition`` finds the threshold. ``counted``
+    (lo, hi, count, candidates) is that pass done already (merge_tensor's pass 1 with the bracket of
+    this sample). A bracket that missed (rare) is moved to the side the counts point to and the pass
+    repeated.
+    """
+    lo, hi = _bracket(sample, n, k)
     for _ in range(4):
-        gt, cands = 0, []
-        for _, d, _ in src.blocks():
-            u = _keys(d)
-            m = u.size
-            gt += int(np.count_nonzero(np.greater(u, hi, out=_S.keep[:m])))
-            inside = np.greater_equal(u, lo, out=_S.keep[:m])
-            inside &= np.less_equal(u, hi, out=_S.keep2[:m])
-            cands.append(u[inside])
+        if counted is not None and counted[:2] == (lo, hi):
+            gt, cands = counted[2], counted[3]
+        else:
+            gt, cands = 0, []
+            for _, d, _ in src.blocks():
+                g, c = _count_in(_keys(d), lo, hi)
+                gt += g
+                cands.append(c)
+        counted = None
         cand = np.concatenate(cands) if cands else np.zeros(0, np.uint32)
         if gt >= k:
             lo, hi = hi + 1, 0xFFFFFFFF
@@ -353,19 +388,24 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
             return
         np.multiply(d, keep, out=d)
 
-    # pass 1: the report's norms, a sample of |δ| for top-k, the DARE masks and rescale norms
+    # pass 1: the report's norms; for top-k the keys above / inside a bracket from a sample taken first
+    # (the threshold then needs no pass of its own unless the bracket missed); DARE masks, rescale norms
     before = after = bb = dd = 0.0
     kept = 0
-    step = max(1, n // 65536)
-    samples = []
+    if topk:
+        sample = src.sample_keys(max(1, n // 65536))
+        lo, hi = _bracket(sample, n, k)
+        gt, cands = 0, []
     for s, d, b in src.blocks():
         m = d.size
         a = np.abs(d, out=_S.tmp[:m])
         before += float(np.dot(a, _ONES[:m]))  # Σ|δ| of the block: float32 BLAS, blocks summed in float64
         dd += _sq_sum(d)
         bb += _sq_sum(b)
-        if topk:
-            samples.append(_keys(d[::step]).copy())
+        if topk:  # |δ|'s bits are the keys (abs clears the sign bit)
+            g, c = _count_in(a.view(np.uint32), lo, hi)
+            gt += g
+            cands.append(c)
         if masked:
             keep = keep_mask(tseed, s // BLOCK, m, density, out=_S.keep[:m])
             masks.append(np.packbits(keep))
@@ -375,7 +415,7 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
                 np.copyto(kf, keep)
                 after += float(np.dot(a, kf))
     if topk:
-        thr, r = _topk_threshold(src, n, k, np.concatenate(samples))
+        thr, r = _topk_threshold(src, n, k, sample, (lo, hi, gt, cands))
         if rescale:  # (not a default of any fast method) the norm after trimming needs the threshold
             after, taken = 0.0, [0]
             for s, d, _ in src.blocks():
