@@ -20,12 +20,13 @@ every step to bf16, this path rounds once (more accurate). bf16 ↔ float32 are 
 (tested bit-exact against torch). The input files are memory-mapped (:class:`_Inputs`: tensors are
 views of the page cache, no copies; finished pages are dropped from the mapping) and hashed with
 sha256 front to back by their own threads (:func:`~micota.merging.tensorio.sha256_mapped`). A tensor
-is done block by block (:data:`BLOCK` elements, cache sized) in two passes (three for TIES); tensors
+is done block by block (:data:`BLOCK` elements, cache sized) in two passes (statistics, then apply); tensors
 above :data:`HOLD` elements (the embedding) drop their pages behind each pass. DARE masks: block ``j``
 of a tensor keeps an element when a uint32 from ``SFC64(SeedSequence([seed(tensor), j]))`` is below
 ``density·2³²`` — independent of the thread count and of the block order; drawn once, kept bit-packed
 between the passes. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by lowest
-index), threshold from a sampled bracket and ``np.partition`` (:func:`_topk_threshold`).
+index): a strided sample brackets the threshold, pass 1 counts the keys above the bracket and collects
+those inside, ``np.partition`` finishes (:func:`_topk_threshold`; a missed bracket costs an extra pass).
 """
 
 from __future__ import annotations
