@@ -7,7 +7,10 @@
 - a generate stage split into 3 array tasks (``resources: {array: 3}``) writes exactly the unsplit local
   run's rows, each problem once in its task's shard; ``scancel`` of one running task ends the run naming
   it, and the rerun resubmits that task alone, which resumes from its shard; ``--status`` shows each task.
-- the quick miniature recipe under Slurm gives the same results.json numbers as the local executor.
+- the quick miniature recipe under Slurm gives the same results.json numbers as the local executor
+  (the session's ``micota demo --quick`` run, shared with test_demo_quick), each job asking for the
+  recipe's pinned ``threads:`` CPUs.
+- a job at its time limit requeues itself (USR1 before the limit) and the stage resumes.
 
 If Slurm cannot be installed or started, the tests fail with one line (never skip).
 """

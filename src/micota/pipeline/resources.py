@@ -13,9 +13,9 @@
 
 A stage's effective resources, later wins: built-in (1 node, no GPU, as many CPUs as the pipeline's
 ``threads:`` pins, else 1) -> ``slurm.defaults[kind]`` -> ``slurm``'s partition/account/qos/extra ->
-the stage's ``resources:``. (A job whose stage runs ``threads`` torch threads on fewer cores shares
-them with the jobs Slurm packs beside it: on a tiny model every step waits for a descheduled thread,
-measured 20-40x slower on the 2-core test node.) ``extra`` holds further ``sbatch``
+the stage's ``resources:``. (A job running ``threads`` torch threads on fewer cores shares them with
+the jobs Slurm packs beside it, and the threads wait on each other at every op: docs/design/slurm.md
+has the 20-30x it cost the quick recipe.) ``extra`` holds further ``sbatch``
 options (``--constraint=a100``); options the executor sets itself (output, dependency, array, ...)
 or that would run code or write elsewhere are refused.
 
