@@ -101,7 +101,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 MinJobAge=3600
 KillWait=5
-SchedulerParameters=sched_interval=2
+SchedulerParameters=sched_interval=1
 NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={_mem_mb()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 """)

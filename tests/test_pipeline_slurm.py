@@ -7,7 +7,10 @@
 - a generate stage split into 3 array tasks (``resources: {array: 3}``) writes exactly the unsplit local
   run's rows, each problem once in its task's shard; ``scancel`` of one running task ends the run naming
   it, and the rerun resubmits that task alone, which resumes from its shard; ``--status`` shows each task.
-- the quick miniature recipe under Slurm gives the same results.json numbers as the local executor.
+- the quick miniature recipe under Slurm gives the same results.json numbers as the local executor
+  (the session's ``micota demo --quick`` run, shared with test_demo_quick), each job asking for the
+  recipe's pinned ``threads:`` CPUs.
+- a job at its time limit requeues itself (USR1 before the limit) and the stage resumes.
 
 If Slurm cannot be installed or started, the tests fail with one line (never skip).
 """
@@ -235,10 +238,12 @@ def test_quick_recipe_under_slurm_gives_the_local_executors_numbers(slurm, quick
     from conftest import QUICK_THREADS
     from micota.demo import recipe_path
 
-    local_out, local = quick_demo
+    local_out, local = quick_demo  # the session's local run of the quick recipe (test_demo_quick checks it)
     assert local.returncode == 0, local.stderr[-3000:]
     out = tmp_path / "slurm"
-    r = cli("run", str(recipe_path(quick=True)), "--out", str(out), "--executor", "slurm",
+    recipe = tmp_path / "quick.yaml"  # the recipe as shipped, polled every second (`slurm:` is not in any key)
+    recipe.write_bytes(recipe_path(quick=True).read_bytes())
+    r = cli("run", str(_with_slurm_block(recipe, poll_s=1)), "--out", str(out), "--executor", "slurm",
             env={"OMP_NUM_THREADS": QUICK_THREADS, "SLURM_CONF": str(slurm.conf)}, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     got, want = _numbers(out), _numbers(local_out)
@@ -249,6 +254,9 @@ def test_quick_recipe_under_slurm_gives_the_local_executors_numbers(slurm, quick
     plan = json.loads((out / "plan.json").read_text())
     recs = _records(out)
     assert sorted(r["instance"] for r in recs) == sorted(plan["stages"])  # one job per stage instance, none twice
+    # each job asked for the cores of the recipe's pinned threads (2 threads on 1 core beside another job: 20x slower)
+    threads = yaml.safe_load(recipe.read_text())["threads"]
+    assert all(f"#SBATCH --cpus-per-task={threads}\n" in f.read_text() for f in (out / ".pipeline" / "slurm").glob("*.sbatch"))
     assert all(json.loads((out / d["dir"] / "manifest.json").read_text())["complete"] for d in plan["stages"].values())
 
 
@@ -257,10 +265,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(plan, name: str, more: list[str] = ()) -> str:
-    from micota.pipeline.slurm import batch_script, sbatch_options
+    from micota.pipeline.slurm import batch_script, sbatch_options, stage_resources
 
     inst = plan.get(name)
-    res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
+    res = stage_resources(plan, inst)
     opts = sbatch_options(res, name=name, log="/logs/x-%j.log", deps=["11", "12"] if inst.deps else [],
                           requeue=True, requeue_before_s=300)
     text = batch_script(plan, inst, res, opts, more)
@@ -324,6 +332,25 @@ def test_multi_node_train_starts_one_launcher_per_node_through_srun(tmp_path):
     assert "--machine_rank 2" in one.stdout and "--num_processes 24" in one.stdout and "--main_process_ip n1" in one.stdout
 
 
+def test_a_job_asks_for_the_cores_of_the_pipelines_pinned_threads(tmp_path):
+    from micota.pipeline.planner import make_plan
+    from micota.pipeline.schema import parse_pipeline
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("")
+    stage = {"kind": "filter", "inputs": {"samples": str(samples)}}
+    spec = {"name": "th", "out": str(tmp_path / "out"), "threads": 3, "slurm": {"defaults": {"stats": {"cpus_per_task": 8}}},
+            "stages": {"a": stage, "b": {**stage, "resources": {"cpus_per_task": 5}}}}
+    plan = make_plan(parse_pipeline(spec))
+    assert "#SBATCH --cpus-per-task=3\n" in _script(plan, "a")  # the built-in default: the threads its stage runs
+    assert "#SBATCH --cpus-per-task=5\n" in _script(plan, "b")  # a stage's own request wins
+    spec["slurm"]["defaults"]["filter"] = {"cpus_per_task": 2}
+    plan = make_plan(parse_pipeline(spec))
+    assert "#SBATCH --cpus-per-task=2\n" in _script(plan, "a")  # and slurm.defaults of its kind
+    del spec["threads"]
+    assert "#SBATCH --cpus-per-task=1\n" in _script(make_plan(parse_pipeline({**spec, "slurm": {}})), "a")  # nothing pinned: 1
+
+
 def test_bad_resources_name_the_key(tmp_path):
     from micota.errors import UserError
     from micota.pipeline.schema import parse_pipeline
@@ -359,9 +386,13 @@ def test_array_split_of_a_kind_that_cannot_split_fails_before_anything_is_submit
 
 
 def test_a_job_at_its_time_limit_requeues_itself_and_resumes(slurm, tmp_path, cli):
+    # slurmctld sends the --signal=B:USR1@10 warning at its first 30 s time-limit tick at or after
+    # limit - 10 s - 30 s: 20-50 s into this 1-minute job, which would write steps for 70 s; the
+    # resumed try writes the rest at 0.05 s a step (the whole test: ~40-70 s, was 104-120 s with a 2-minute job)
     spec = {"name": "tl", "out": str(tmp_path / "out"),
-            "slurm": {"requeue_before_s": 60, "poll_s": 1},
-            "stages": {"slow": {"kind": "slow_stage:count", "steps": 45, "step_s": 2.0, "resources": {"time": "2"}}}}
+            "slurm": {"requeue_before_s": 10, "poll_s": 1},
+            "stages": {"slow": {"kind": "slow_stage:count", "steps": 70, "step_s": 1.0, "resume_step_s": 0.05,
+                                "resources": {"time": "1"}}}}
     p = tmp_path / "tl.yaml"
     p.write_text(yaml.safe_dump(spec))
     tests = str(Path(__file__).resolve().parent)
@@ -374,7 +405,7 @@ def test_a_job_at_its_time_limit_requeues_itself_and_resumes(slurm, tmp_path, cl
     assert "micota: time limit or preemption near: requeueing job" in log and "(restart 1)" in log, log[-2000:]
     out = next((tmp_path / "out").glob("slow-*"))
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == list(range(45))  # nothing lost, nothing twice
+    assert [s["step"] for s in steps] == list(range(70))  # nothing lost, nothing twice
     assert len({s["pid"] for s in steps}) >= 2  # written by two tries of the job
     man = json.loads((out / "manifest.json").read_text())
-    assert 0 < man["counts"]["this_try"] < 45  # the last try resumed
+    assert 0 < man["counts"]["this_try"] < 70  # the last try resumed

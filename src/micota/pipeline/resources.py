@@ -11,8 +11,11 @@
     stages:
       teacher_gen: {kind: generate, ..., resources: {gpus_per_node: 4, time: "10:00:00", array: 8}}
 
-A stage's effective resources, later wins: built-in -> ``slurm.defaults[kind]`` -> ``slurm``'s
-partition/account/qos/extra -> the stage's ``resources:``. ``extra`` holds further ``sbatch``
+A stage's effective resources, later wins: built-in (1 node, no GPU, as many CPUs as the pipeline's
+``threads:`` pins, else 1) -> ``slurm.defaults[kind]`` -> ``slurm``'s partition/account/qos/extra ->
+the stage's ``resources:``. (A job running ``threads`` torch threads on fewer cores shares them with
+the jobs Slurm packs beside it, and the threads wait on each other at every op: docs/design/slurm.md
+has the 20-30x it cost the quick recipe.) ``extra`` holds further ``sbatch``
 options (``--constraint=a100``); options the executor sets itself (output, dependency, array, ...)
 or that would run code or write elsewhere are refused.
 
@@ -104,9 +107,10 @@ class SlurmSettings(BaseModel):
 
     _extra = field_validator("extra")(classmethod(lambda cls, v: check_extra(v)))
 
-    def resolve(self, kind: str, stage: Resources | None) -> Resources:
-        """Effective resources of a stage of ``kind`` (see the module docstring for the order)."""
-        merged = BUILTIN.model_dump()
+    def resolve(self, kind: str, stage: Resources | None, threads: int | None = None) -> Resources:
+        """Effective resources of a stage of ``kind`` (see the module docstring for the order);
+        ``threads``: the pipeline's pinned torch threads, the built-in CPU count."""
+        merged = BUILTIN.model_copy(update={"cpus_per_task": threads or BUILTIN.cpus_per_task}).model_dump()
         layers = [self.defaults.get(kind), Resources(partition=self.partition, account=self.account, qos=self.qos,
                                                       extra=self.extra or None), stage]
         for layer in layers:

@@ -168,6 +168,12 @@ def job_log(out: Path, name: str, job_id: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- batch scripts
+def stage_resources(plan: Plan, inst: Instance) -> Resources:
+    """What the job of ``inst`` asks for: its ``resources:`` over the pipeline's ``slurm:`` block over the
+    built-in, whose CPU count is the pipeline's pinned ``threads:`` (the threads its stage runs)."""
+    return plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources, threads=plan.spec.threads)
+
+
 def sbatch_options(res: Resources, *, name: str, log: str, deps: list[str], requeue: bool, requeue_before_s: int) -> list[str]:
     """``#SBATCH`` options of one stage's job."""
     opts = [f"--job-name={name}", f"--output={log}", "--open-mode=append", f"--chdir={os.getcwd()}",
@@ -261,7 +267,7 @@ class SlurmExecutor:
         return self.slurm.submit(script)
 
     def _submit(self, plan: Plan, inst: Instance, deps: list[str]) -> str:
-        res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
+        res = stage_resources(plan, inst)
         job = self._sbatch(plan, inst, res, deps)
         _append_record(plan.out, {"instance": inst.name, "key": inst.key, "job_id": job, "dir": inst.dir.name,
                                   "log": str(job_log(plan.out, inst.name, job)), "submitted": time.time()})
@@ -317,7 +323,7 @@ class SlurmExecutor:
         jobs: dict[str, str] = {}
         for inst in todo:
             deps = [jobs[d] for d in inst.deps if d in jobs]
-            res = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources)
+            res = stage_resources(plan, inst)
             if (res.array or 1) > 1:
                 jobs[inst.name] = self._submit_split(plan, inst, res, deps, echo)
                 continue
@@ -346,7 +352,7 @@ class SlurmExecutor:
                 from micota.generation.split import task_dir
 
                 inst = plan.get(name)
-                n = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources).array or 1
+                n = stage_resources(plan, inst).array or 1
                 if st.state == "UNKNOWN" and is_complete(task_dir(inst.dir, k, n)):  # purged from the queue's memory
                     continue
                 return f"stage {name} ({inst.stage.kind}) task {k} job {job} {st.state}; log: {job_log(plan.out, name, job)}"
@@ -397,7 +403,7 @@ class SlurmExecutor:
 def check_split(plan: Plan, inst: Instance) -> None:
     """A stage with ``resources.array`` > 1 must be of a kind that can be split (generate), and its
     config's own ``tasks`` (if set) must agree."""
-    n = plan.spec.slurm.resolve(inst.stage.kind, inst.stage.resources).array or 1
+    n = stage_resources(plan, inst).array or 1
     if n <= 1:
         return
     if inst.kind is None or inst.kind.split is None:
@@ -469,4 +475,4 @@ def cancel_jobs(plan: Plan, slurm: Slurm | None = None) -> list[str]:
 
 
 __all__ = ["Slurm", "JobState", "SlurmExecutor", "status_rows", "format_status", "cancel_jobs", "read_records",
-           "all_records", "task_jobs", "check_split", "batch_script", "sbatch_options"]
+           "all_records", "task_jobs", "check_split", "batch_script", "sbatch_options", "stage_resources"]
