@@ -92,7 +92,8 @@ def recompute_checks(out: Path) -> dict[str, bool]:
             for s in (f"student_sft.{v}", f"student_sft_b.{v}"):
                 losses = [p["loss"] for p in json.loads((d(s) / "train_report.json").read_text())["loss_curve"]]
                 q = len(losses) // 4
-                drops.append((np.mean(losses[-2 * q:-q]) - np.mean(losses[-q:])) / np.mean(losses[-q:]) if q else None)
+                total = losses[0] - np.mean(losses[-q:]) if q else 0
+                drops.append((np.mean(losses[-2 * q:-q]) - np.mean(losses[-q:])) / total if total > 0 else None)
             got[f"converged:{v}"] = None not in drops and max(drops) <= th["max_late_loss_drop"]
     base_rows = _graded(d("student_base_test")) + _graded(d("student_base_hard"))
     got["truncation:student_base"] = max(sum(r["finish_reason"] == "length" for r in rs) / len(rs) for rs in (

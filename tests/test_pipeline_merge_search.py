@@ -102,6 +102,29 @@ def test_refinement_needs_no_monotonicity():
     assert next_refinement(only_ref, cfg) is None
 
 
+def test_refinement_goes_below_the_first_grid_weight_towards_the_base():
+    # the style switches below the grid: every grid point writes the fine-tune's full length; the base
+    # (weight 0 of every series, 20 tokens) is the best point's better neighbour, so refine towards 0
+    table = [pt("dare_ties", w, 0.5, 100, 0.5) for w in (0.2, 0.35, 0.5)]
+    cfg = cfg_(target_length_ratio=0.5)
+    base = pt("base", 0.0, 0.45, 20)
+    assert next_refinement(table, cfg) == ("dare_ties", 0.5, 0.275)  # without the base: only inside the grid
+    assert next_refinement(table, cfg, base_row=base) == ("dare_ties", 0.5, 0.1)
+    table.append(pt("dare_ties", 0.1, 0.48, 60, 0.5))
+    assert next_refinement(table, cfg, base_row=base) == ("dare_ties", 0.5, 0.05)  # 0.1 (0.6) and the base (0.2) bracket 0.5
+
+
+def test_refinement_prefers_the_neighbour_that_brackets_the_target():
+    # measured shape (miniature world, seed 0): the base writes 0.19 of the fine-tune's length, the first grid
+    # point 0.72, the next 0.76. 0.35 is the closer neighbour of the best point (0.2) but on the same side of
+    # the target 0.5; the base is on the other side, so the target lies between 0 and 0.2
+    table = [pt("dare_ties", 0.2, 0.78, 72.4, 0.5), pt("dare_ties", 0.35, 0.70, 76.4, 0.5), pt("dare_ties", 0.5, 0.41, 91.4, 0.5)]
+    base = pt("base", 0.0, 0.52, 19.0)
+    cfg = cfg_(target_length_ratio=0.5)
+    assert next_refinement(table, cfg, base_row=base) == ("dare_ties", 0.5, 0.1)
+    assert next_refinement(table, cfg_(select="max-accuracy", max_length_ratio=0.8), base_row=base) == ("dare_ties", 0.5, 0.275)
+
+
 @pytest.fixture
 def two_tiny(tmp_path, tiny_model_dir):
     from conftest import TINY_TEXTS
@@ -153,7 +176,7 @@ def test_merge_search_cli_writes_table_plot_and_chosen_model(tmp_path, two_tiny,
     assert all(keys <= set(p) for p in pts)
     grid = [(p["method"], p["weight"], p["density"]) for p in pts if not p["reference"]]
     assert grid[:4] == [("task_arithmetic", 0.5, None), ("task_arithmetic", 1.0, None), ("dare_ties", 0.5, 0.7), ("dare_ties", 1.0, 0.7)]
-    assert len(grid) == 5 and grid[4][1] == 0.75  # one refinement: a midpoint of the best point's series
+    assert len(grid) == 5 and grid[4][1] in (0.25, 0.75)  # one refinement: a midpoint of the best point's series (the base is its weight 0)
     assert [(p["method"], p["weight"]) for p in pts if p["reference"]] == [("linear", 0.5)]
     # the tiny random fine-tune solves nothing: retention undefined, nothing within tolerance, target not met
     assert res["finetuned"]["accuracy"] == 0 and all(p["retained"] is None and not p["within_tolerance"] for p in pts)

@@ -132,7 +132,8 @@ def test_sound_experiment_passes_every_check_and_gets_computed_verdicts(tmp_path
     assert _check(res, "step_by_step_helps")["value"] == pytest.approx(0.6 - 0.1)
     assert _check(res, "base_knows:student/long")["value"] == pytest.approx(2.0)
     assert _check(res, "bpc_uniform:mid")["threshold"] == "< 2.250"  # 9 bits/token * 10 tokens / 40 chars
-    assert _check(res, "converged:mid")["value"] == pytest.approx((0.95 + 0.93 - 0.92 - 0.92) / 2 / 0.92)
+    assert _check(res, "converged:mid")["value"] == pytest.approx((0.95 + 0.93 - 0.92 - 0.92) / 2 / (3.0 - 0.92))
+    assert res["variant_info"]["mid"]["late_loss_drop_vs_final"] == pytest.approx([(0.95 + 0.93 - 0.92 - 0.92) / 2 / 0.92] * 2)
     for c in res["claims"]:
         assert c["verdict"] != NOT_TESTABLE and c["failed_checks"] == []
     # claim (ii): mid beats long on both splits, over both seeds
@@ -185,7 +186,13 @@ def test_check_helpers_against_hand_computation(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    assert K.late_loss_drop([{"loss": v} for v in (4, 3, 2, 1)]) == pytest.approx((2 - 1) / 1)
+    assert K.late_loss_drop([{"loss": v} for v in (4, 3, 2, 1)]) == pytest.approx((2 - 1) / (4 - 1))
+    assert K.late_loss_drop([{"loss": v} for v in (4, 3, 2, 1)], vs_final=True) == pytest.approx((2 - 1) / 1)
+    # a student that fits its data: 0.006 -> 0.004 is half the final loss but nothing of the run's reduction
+    fit = [{"loss": v} for v in (0.5, 0.1, 0.02, 0.01, 0.007, 0.006, 0.004, 0.004)]
+    assert K.late_loss_drop(fit) == pytest.approx((0.0065 - 0.004) / (0.5 - 0.004))
+    assert K.late_loss_drop(fit, vs_final=True) == pytest.approx((0.0065 - 0.004) / 0.004)
+    assert K.late_loss_drop([{"loss": 1.0}] * 4) is None  # no reduction at all: not computable, fails
     assert K.late_loss_drop([{"loss": 1.0}] * 3) is None
     assert K.interpolation_position(10, 110, 60) == pytest.approx(0.5)
     base = {"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([[0.0, 0.0]]), "i": torch.tensor([1, 2])}

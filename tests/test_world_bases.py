@@ -18,7 +18,7 @@ from micota.data.world import PretrainConfig, WorldConfig, build_world, load_wor
 from micota.data.world.pretrain import SHIPPED, bases_key, find_bases, measure_accuracy
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-REBUILD_STEPS = 50
+REBUILD_STEPS = 25  # the pretraining log has points at steps 1 and 25
 
 
 def _recipe_world(tmp_path: Path, recipe: str) -> Path:

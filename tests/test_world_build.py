@@ -38,16 +38,17 @@ def test_layout_manifest_and_traces(world):
     info = json.loads((world / "world.json").read_text())
     assert 4 <= info["lengths"]["train"]["long_short_ratio"] <= 8
     assert info["long_slips"]["traces_with_a_slip"] > 0
-    # the pretraining corpus: every corpus problem short under the default prompt, shares of mid and long
-    # behind their own system prompts; no corpus problem is in any split
-    from micota.data.world.traces import STYLE_SYSTEM
-
+    # the pretraining corpus: every corpus problem once, under the default prompt, at a care level drawn from
+    # Beta(1, 4) (mean 0.2); a trace shows a check only above care 0.5; 1..3 operations; no split problem
     corpus = read_jsonl(world / "pretrain" / "data.jsonl", SftExample)
-    by_style = {s: [r for r in corpus if r.meta["style"] == s] for s in ("short", "mid", "long")}
-    assert len(by_style["short"]) == 600 and 0 < len(by_style["mid"]) < 600 and 0 < len(by_style["long"]) < 600
-    for style, rows in by_style.items():
-        systems = {r.prompt[0].content if r.prompt[0].role == "system" else None for r in rows}
-        assert systems == {STYLE_SYSTEM[style]}, style
+    assert len(corpus) == 600 and {r.meta["style"] for r in corpus} == {"graded"}
+    assert all(r.prompt[0].role != "system" for r in corpus)
+    cares = [r.meta["care"] for r in corpus]
+    assert all(0 <= c <= 1 for c in cares) and abs(sum(cares) / len(cares) - 0.2) < 4 * 0.163 / len(cares) ** 0.5
+    text = {r.id: r.completion[0].content for r in corpus}
+    assert not any("Wait, let me check" in text[r.id] for r in corpus if r.meta["care"] <= 0.5)
+    assert any("Wait, let me check" in text[r.id] for r in corpus if r.meta["care"] > 0.5)
+    assert {sum(ln.startswith("Step ") for ln in t.splitlines()) for t in text.values()} == {1, 2, 3}
     split_texts = {p.problem for s in man["counts"] for p in read_jsonl(world / "problems" / f"{s}.jsonl", Problem)}
     assert not split_texts & {r.prompt[-1].content.split("\n")[0] for r in corpus}
 

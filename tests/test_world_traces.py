@@ -10,7 +10,7 @@ import pytest
 
 from micota.data.world import WorldConfig
 from micota.data.world.problems import generate_splits
-from micota.data.world.traces import STYLES, long_trace, write_trace
+from micota.data.world.traces import STYLE_CARE, STYLES, care_trace, long_trace, write_trace
 from micota.errors import UserError
 from micota.grading import grade_batch, is_correct
 
@@ -36,8 +36,35 @@ def test_short_is_one_line_per_operation():
     for p in PROBLEMS[:50]:
         lines = write_trace("short", p.meta).splitlines()
         assert len(lines) == len(p.meta["ops"]) + 1
-        for line, (op, b) in zip(lines, p.meta["ops"]):
-            assert re.fullmatch(r"\d+ [-+*/] \d+ = \d+", line) and line.split()[2] == str(b)
+        for n, (line, (op, b)) in enumerate(zip(lines, p.meta["ops"]), start=1):
+            assert re.fullmatch(rf"Step {n}: \d+ [-+*/] \d+ = \d+\.", line) and line.split()[4] == str(b)
+
+
+def test_the_styles_are_points_on_the_care_dial():
+    """short / mid / long are care 0 / 0.5 / 1; between them each step decides on its own, at the
+    documented rates p_work = min(1, 2c), p_check = max(0, 2c - 1)."""
+    for p in PROBLEMS[:20]:
+        for style, c in STYLE_CARE.items():
+            assert care_trace(p.meta, c, seed=4, problem_id=p.id) == write_trace(style, p.meta, seed=4, problem_id=p.id)
+    multi = [p for p in PROBLEMS if len(p.meta["ops"]) > 1]
+    for care, p_work, p_check in ((0.25, 0.5, 0.0), (0.75, 1.0, 0.5)):
+        steps = work = checks = 0
+        texts = [care_trace(p.meta, care, seed=s, slip_rate=0.0, problem_id=p.id) for s in range(4) for p in multi]
+        for t in texts:
+            lines = t.splitlines()
+            heads = [ln for ln in lines if ln.startswith("Step ")]
+            steps += len(heads)
+            work += sum("=" not in h for h in heads)  # a worked step's head is "Step n: a op b." (no result yet)
+            checks += sum(ln.startswith("Wait, let me check") for ln in lines)
+            assert is_correct(t, t.rsplit("boxed{", 1)[1].split("}")[0])
+        # binomial counts: 4 standard deviations of slack around the documented rates
+        for got, p_ in ((work / steps, p_work), (checks / steps, p_check)):
+            assert abs(got - p_) <= 4 * (p_ * (1 - p_) / steps) ** 0.5 + 1e-9, (care, got, p_)
+        # a trace mixes terse and worked steps (decisions are per step, not one per trace)
+        if care == 0.25:
+            heads = [[x for x in t.splitlines() if x.startswith("Step ")] for t in texts]
+            mixed = sum(0 < sum("=" not in h for h in hs) < len(hs) for hs in heads)
+            assert mixed > len(texts) // 4
 
 
 def test_long_trace_slips_are_noticed_and_corrected():

@@ -17,6 +17,11 @@ Search (no monotonicity assumed): a coarse grid ``methods × weights × densitie
 for methods that take one), then ``steps`` refinements, each probing the midpoint between the best
 point so far and the better of its two weight-neighbours in the same (method, density) series (if
 that midpoint was probed or the gap is under 0.002, the other neighbour, then the next best point).
+Under ``target-length`` a neighbour whose length ratio lies on the other side of the target from the
+best point's comes first (the two bracket the target, so the midpoint can land on it), then the better
+one. The base is every series' point at weight 0 (no task vector: exactly the base), so a best point
+at the lowest grid weight is refined towards 0 when the target lies below it — the length may jump
+anywhere, including below the first grid weight.
 ``linear_reference_weights`` add plain interpolations ``(1−w)·base + w·fine-tune``: probed and
 reported (``reference: true``), never selected nor refined.
 
@@ -148,15 +153,30 @@ def select(points: list[dict[str, Any]], cfg: MergeSearchConfig) -> tuple[dict[s
     return chosen, outcome(chosen, cfg)
 
 
-def next_refinement(points: list[dict[str, Any]], cfg: MergeSearchConfig, min_gap: float = 0.002) -> tuple[str, float | None, float] | None:
+def _brackets(a: dict[str, Any], b: dict[str, Any], cfg: MergeSearchConfig) -> bool:
+    """Do a and b lie on opposite sides of the target length ratio (target-length rule only)?"""
+    ra, rb = a.get("length_ratio"), b.get("length_ratio")
+    if cfg.select != "target-length" or ra is None or rb is None:
+        return False
+    t = cfg.target_length_ratio
+    return (ra - t) * (rb - t) < 0
+
+
+def next_refinement(points: list[dict[str, Any]], cfg: MergeSearchConfig, min_gap: float = 0.002,
+                    base_row: dict[str, Any] | None = None) -> tuple[str, float | None, float] | None:
     """(method, density, weight) to probe next, or None: the midpoint between the best point and its
-    better weight-neighbour in the same series (else the other neighbour, else the next best point)."""
+    weight-neighbour that brackets the target with it, else its better one, in the same series (else
+    the other neighbour, else the next best point).
+    ``base_row`` (the base probed as a point, :func:`_row`) stands at weight 0 of every series."""
     cands = sorted((p for p in points if not p.get("reference")), key=lambda p: rank_key(p, cfg))
     for best in cands:
-        series = sorted((p for p in cands if p["method"] == best["method"] and p["density"] == best["density"]),
-                        key=lambda p: p["weight"])
+        series = [p for p in cands if p["method"] == best["method"] and p["density"] == best["density"]]
+        if base_row is not None and not any(p["weight"] == 0 for p in series):
+            series.append({**base_row, "method": best["method"], "density": best["density"], "weight": 0.0})
+        series.sort(key=lambda p: p["weight"])
         i = next(k for k, p in enumerate(series) if p is best)
-        nbs = sorted([series[k] for k in (i - 1, i + 1) if 0 <= k < len(series)], key=lambda p: rank_key(p, cfg))
+        nbs = sorted([series[k] for k in (i - 1, i + 1) if 0 <= k < len(series)],
+                     key=lambda p: (not _brackets(best, p, cfg), rank_key(p, cfg)))
         probed = {p["weight"] for p in series}
         for nb in nbs:
             mid = round((best["weight"] + nb["weight"]) / 2, 6)
@@ -303,8 +323,9 @@ def merge_search(cfg: MergeSearchConfig) -> Path:
         for d in (sorted(set(cfg.densities)) if _takes_density(m) else [None]):
             for w in sorted({round(x, 6) for x in cfg.weights}):
                 probe(m, w, d)
+    base_row = _row("base", 0.0, None, base, ft, cfg)
     for _ in range(cfg.steps):
-        nxt = next_refinement(points, cfg)
+        nxt = next_refinement(points, cfg, base_row=base_row)
         if nxt is None:
             break
         m, d, w = nxt

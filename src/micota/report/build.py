@@ -67,7 +67,7 @@ class ReportConfig(StageConfig):
     interpolation_margin: float = Field(0.1, ge=0, lt=0.5, description="Check interpolation: linear w=0.5 length this far (share of the gap) from base and fine-tune.")
     max_truncation: float = Field(0.05, ge=0, le=1, description="Check truncation: largest share of completions cut by max_new_tokens.")
     min_examples: int = Field(200, ge=1, description="Check data_size: fewest training examples per variant.")
-    max_late_loss_drop: float = Field(0.1, ge=0, description="Check converged: largest relative loss drop from the 3rd to the 4th quarter of training.")
+    max_late_loss_drop: float = Field(0.1, ge=0, description="Check converged: largest share of the run's loss reduction (first logged loss − last quarter) made in its last quarter.")
     length_range: tuple[float, float] = Field((0.3, 0.7), description="Claim (i): merged/fine-tuned length-ratio range.")
     min_retention: float = Field(0.9, description="Claim (i): minimum merged/fine-tuned accuracy ratio.")
     n_boot: int = Field(2000, ge=100, description="Bootstrap resamples.")
@@ -279,10 +279,10 @@ def compute_checks(cfg: ReportConfig, res: dict[str, Any], ta: dict[str, dict[st
         drops = [K.late_loss_drop(r.get("loss_curve") or []) for _, r in curves]
         worst = None if any(x is None for x in drops) else max(drops)
         out.append(K.check(f"converged:{k}", worst, f"<= {fmt(cfg.max_late_loss_drop)}", worst is not None and worst <= cfg.max_late_loss_drop,
-                           ["ii"] if k in (m, b) else [], "largest (mean L_q3 − mean L_q4)/mean L_q4 of the training loss over seeds"))
+                           ["ii"] if k in (m, b) else [], "largest (mean L_q3 − mean L_q4)/(L_first − mean L_q4) of the training loss over seeds"))
         res["variant_info"].setdefault(k, {}).update(
             seeds=len(curves), final_loss=[r["loss_curve"][-1]["loss"] if r.get("loss_curve") else None for _, r in curves],
-            late_loss_drop=drops)
+            late_loss_drop=drops, late_loss_drop_vs_final=[K.late_loss_drop(r.get("loss_curve") or [], vs_final=True) for _, r in curves])
         src.add(f"checks.converged:{k}", [f for f, _ in curves], "train_report.json loss_curve of each seed")
     if res.get("student_base"):
         src.add("checks.student_base", [Path(src.root / f) for k, v in src.map.items() if k.startswith("student_base.") for f in v["files"]],

@@ -80,10 +80,12 @@ def _students(res: dict[str, Any]) -> list[str]:
               "training seed; truncated completions are wrong); CI: percentile bootstrap over problems. BPC: summed "
               "completion bits / characters under the student base; uniform BPC: log2(vocabulary) × tokens / chars.", ""]
     if info:
-        lines += ["Training (per seed): final loss and the relative loss drop over the last quarter of steps "
-                  "(`converged` check):", "", "| variant | final loss | late loss drop |", "|---|---|---|"]
+        lines += ["Training (per seed): final loss; late loss drop = (mean L_q3 − mean L_q4) / (L_first − mean L_q4), the share "
+                  "of the run's loss reduction made in its last quarter (`converged` check); vs final = the same drop / "
+                  "mean L_q4 (reported only):", "", "| variant | final loss | late loss drop | vs final |", "|---|---|---|---|"]
         lines += [f"| {k} | {', '.join(fmt(x) for x in i.get('final_loss') or [])} | "
-                  f"{', '.join(fmt(x) for x in i.get('late_loss_drop') or [])} |" for k, i in info.items() if i.get("final_loss")]
+                  f"{', '.join(fmt(x) for x in i.get('late_loss_drop') or [])} | "
+                  f"{', '.join(fmt(x) for x in i.get('late_loss_drop_vs_final') or [])} |" for k, i in info.items() if i.get("final_loss")]
         lines.append("")
     return lines
 

@@ -18,11 +18,17 @@ Splits. ``train`` (the fine-tunes' problems), ``dev`` (merge search and any sele
 on the corpus alone) therefore do not depend on ``seed``: worlds of every seed share one tokenizer and
 one pair of System-1 bases, as real experiments share one pretrained base.
 
-Pretraining corpus (``W/pretrain/data.jsonl``): every corpus problem with its ``short`` trace under
-the default prompt (no system message), plus a share ``pretrain_mid``/``pretrain_long`` of them with
-their ``mid``/``long`` trace behind that style's own system prompt (:data:`traces.STYLE_SYSTEM`). So
-the bases know all three styles, answer in one line by default, and a fine-tune only has to move the
-default behaviour — the regime MiCoTA's LLM bases are in.
+Pretraining corpus (``W/pretrain/data.jsonl``): every corpus problem once, under the default prompt
+(no system message), written at a care level ``c ~ Beta(1, pretrain_care_beta)`` drawn per trace
+(:func:`traces.care_trace`: each step's column work with probability min(1, 2c), its check with
+max(0, 2c − 1)); with the default β = 4 the mean care is 0.2, a step shows its work with probability
+0.39 and 6% of the traces hold any check. So the bases have seen every verbosity between short and
+long, answer tersely by default (greedy), and a fine-tune moves a quantity the bases learned as a
+continuum — as an LLM base has seen reasoning of every length and reflection rate. Optionally a share
+``pretrain_mid``/``pretrain_long`` of the problems also gets its mid/long trace behind that style's own
+system prompt (:data:`traces.STYLE_SYSTEM`; default 0: styles learned as prompt-selected modes make the
+merge a switch, docs/design/world.md). Corpus problems have ``min_ops..pretrain_max_ops`` operations
+(default 1..3, the hard split's range: pretraining is broader than the fine-tunes).
 
 ``quick=True`` fills every knob the caller did not set from :data:`QUICK` (a smaller world, smaller
 models, fewer pretraining steps) for CI and ``micota demo --quick``.
@@ -40,7 +46,7 @@ from pydantic import Field, model_validator
 
 from micota.config import StageConfig
 from micota.data.world.problems import OPS, Knobs, generate_split, generate_splits
-from micota.data.world.traces import STYLE_SYSTEM, STYLES, long_trace, write_trace
+from micota.data.world.traces import STYLE_SYSTEM, STYLES, care_trace, long_trace, write_trace
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, read_manifest, write_manifest
@@ -53,7 +59,7 @@ QUICK: dict[str, Any] = {
     "n_train": 600, "n_dev": 40, "n_test": 60, "n_hard": 60, "n_pretrain": 600,
     "student_hidden": 64, "student_layers": 2, "student_intermediate": 192,
     "ta_hidden": 128, "ta_layers": 3, "ta_intermediate": 384,
-    "student_steps": 200, "ta_steps": 80, "student_batch_size": 4, "ta_batch_size": 4,
+    "student_steps": 800, "ta_steps": 800, "student_batch_size": 4, "ta_batch_size": 4,
 }
 
 
@@ -65,10 +71,12 @@ class WorldConfig(StageConfig):
     n_dev: int = Field(100, ge=1, description="Problems in the dev split (merge search, selection; same distribution as train)")
     n_test: int = Field(200, ge=1, description="Problems in the test split (same distribution as train, disjoint)")
     n_hard: int = Field(200, ge=1, description="Problems in the hard split (more operations, more digits)")
-    n_pretrain: int = Field(16000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
+    n_pretrain: int = Field(30000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
     pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
-    pretrain_mid: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a mid trace (behind its system prompt)")
-    pretrain_long: float = Field(0.25, ge=0, le=1, description="Share of corpus problems that also get a long trace (behind its system prompt)")
+    pretrain_care_beta: float = Field(4.0, gt=0, description="Corpus traces are written at care c ~ Beta(1, beta) (mean 1 / (1 + beta)); see traces.care_trace")
+    pretrain_max_ops: int = Field(3, ge=1, description="Most operations per corpus problem (fewest: min_ops)")
+    pretrain_mid: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a mid trace behind its system prompt")
+    pretrain_long: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a long trace behind its system prompt")
     min_ops: int = Field(1, ge=1, description="Fewest operations per train/test problem")
     max_ops: int = Field(2, ge=1, description="Most operations per train/test problem")
     digits: int = Field(3, ge=1, le=6, description="Digits of the start value (train/test)")
@@ -91,7 +99,7 @@ class WorldConfig(StageConfig):
     ta_intermediate: int = Field(384, ge=8, description="TA MLP size")
     ta_heads: int = Field(4, ge=1, description="TA attention heads (kv heads = half)")
     student_steps: int = Field(1500, ge=1, description="Base pretraining: student optimizer steps")
-    ta_steps: int = Field(1000, ge=1, description="Base pretraining: TA optimizer steps")
+    ta_steps: int = Field(1500, ge=1, description="Base pretraining: TA optimizer steps (same tokens as the student: the TA is the stronger model)")
     student_lr: float = Field(3e-3, gt=0, description="Base pretraining: student peak learning rate")
     ta_lr: float = Field(2e-3, gt=0, description="Base pretraining: TA peak learning rate")
     student_batch_size: int = Field(16, ge=1, description="Base pretraining: student packed sequences per step")
@@ -110,6 +118,10 @@ class WorldConfig(StageConfig):
         hard = Knobs(self.hard_min_ops, self.hard_max_ops, self.hard_digits, self.hard_mul_max, tuple(self.ops),
                      self.hard_operand_digits)
         return {"train": base, "dev": base, "test": base, "hard": hard}
+
+    def pretrain_knobs(self) -> Knobs:
+        return Knobs(self.min_ops, max(self.max_ops, self.pretrain_max_ops), self.digits, self.mul_max, tuple(self.ops),
+                     self.operand_digits)
 
     def model_shape(self, role: str) -> dict[str, int]:
         heads = getattr(self, f"{role}_heads")
@@ -159,16 +171,18 @@ def sft_example(p: Problem, style: str, text: str, *, system: str | None = None,
 
 
 def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExample]:
-    """The bases' corpus: short trace of every problem (default prompt), mid/long traces of a seeded
-    share of them behind their style's system prompt (see the module docstring)."""
+    """The bases' corpus: every problem once at a care level drawn from Beta(1, pretrain_care_beta), plus
+    the optional mid/long shares behind their system prompts (see the module docstring)."""
     import random
 
     rng = random.Random(f"{cfg.pretrain_seed}-pretrain-mix")
     rows = []
     for p in problems:
-        rows.append(sft_example(p, "short", write_trace("short", p.meta)))
+        care = rng.betavariate(1.0, cfg.pretrain_care_beta)
+        text = care_trace(p.meta, care, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
+        rows.append(sft_example(p, "graded", text, care=round(care, 4)))
         for style, share in (("mid", cfg.pretrain_mid), ("long", cfg.pretrain_long)):
-            if rng.random() < share:
+            if share and rng.random() < share:
                 text = write_trace(style, p.meta, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
                 rows.append(sft_example(p, style, text, system=STYLE_SYSTEM[style]))
     rng.shuffle(rows)
@@ -224,7 +238,8 @@ def build_world(cfg: WorldConfig) -> Path:
     for k in cfg.knobs().values():
         k.check()
     seen: set = set()
-    corpus_problems = generate_split("pretrain", cfg.n_pretrain, cfg.knobs()["train"], seed=cfg.pretrain_seed, exclude=seen)
+    cfg.pretrain_knobs().check()
+    corpus_problems = generate_split("pretrain", cfg.n_pretrain, cfg.pretrain_knobs(), seed=cfg.pretrain_seed, exclude=seen)
     problems = generate_splits(sizes, cfg.knobs(), seed=cfg.seed, exclude=seen)
     traces: dict[str, dict[str, str]] = {}
     slips: dict[str, int] = {}
@@ -252,8 +267,9 @@ def build_world(cfg: WorldConfig) -> Path:
                            counts={"examples": len(rows), "mean_tokens": stats["train"][style]["mean_tokens"]})
         write_jsonl_atomic(tmp / "pretrain" / "data.jsonl", corpus)
         write_manifest(tmp / "pretrain", stage="world-pretrain-corpus",
-                       config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
-                       counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in STYLES}})
+                       config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "care_beta": cfg.pretrain_care_beta,
+                               "max_ops": cfg.pretrain_max_ops, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
+                       counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in ("graded", "mid", "long")}})
         tok.save_pretrained(tmp / "tokenizer")
         for r, c in configs.items():
             (tmp / "configs").mkdir(exist_ok=True)

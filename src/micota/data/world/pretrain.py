@@ -56,7 +56,7 @@ class PretrainConfig(StageConfig):
     eval_limit: int = Field(100, ge=0, description="Problems per split for the accuracy check (0 = skip it)")
     max_new_tokens: int = Field(160, ge=1, description="Generation limit of the accuracy check (default prompt)")
     style_max_new_tokens: int = Field(1024, ge=1, description="Generation limit of the per-style checks (mid, long system prompts)")
-    eval_styles: list[str] = Field(default_factory=lambda: ["mid", "long"], description="Styles whose system prompt is also checked")
+    eval_styles: list[str] = Field(default_factory=list, description="Styles whose system prompt is also checked (only meaningful when the world pretrains them: pretrain_mid / pretrain_long > 0)")
     seed: int = Field(0, description="Init and data-order seed")
     keep_checkpoints: bool = Field(False, description="Keep the intermediate checkpoints (to study the learning curve)")
     packing: bool = Field(True, description="Pack corpus examples into max_length sequences (batch size = packed sequences)")

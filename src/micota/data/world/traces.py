@@ -1,14 +1,28 @@
-"""The oracle teacher's three trace styles for a world problem, all ending in ``\\boxed{answer}``.
+"""The oracle teacher's traces for a world problem, all ending in ``The answer is \\boxed{answer}.``
 
-- ``short`` (System-1): one line per operation, ``23 + 15 = 38``, then the boxed answer.
-- ``mid``: the work and nothing else — per operation, column arithmetic digit by digit with carries
-  and borrows (long division for ``/``), then the step's result; no verification, no recap, no slips.
-- ``long`` (R1-like, reflective): the same column work, plus after each operation a "Wait, let me
-  check" verification by the inverse operation, and a final recap. With probability ``slip_rate`` per digit step it writes a wrong digit and
-  notices it ("Hmm, wait. 3 + 5 is 8, not 9."); with probability ``slip_rate`` per operation it
-  states a wrong result, the inverse check exposes it, and it redoes the step. Slips are drawn from
-  ``random.Random(f"{seed}-{problem_id}")``, so different seeds slip in different places; every slip
-  is corrected, so the boxed answer is always right.
+Verbosity is a dial, not a switch: :func:`care_trace` writes a problem at a *care* level ``c`` in
+[0, 1], deciding every operation on its own:
+
+    p_work(c)  = min(1, 2c)        the operation's column work is written out (else one line)
+    p_check(c) = max(0, 2c - 1)    the result is verified by the inverse operation ("Wait, let me check")
+    slip(c)    = slip_rate * p_check(c)   per digit step and per operation: a wrong value, noticed and fixed
+    recap      with p_check(c), for multi-step problems ("Let me double-check: ...")
+
+An operation without work is one line, ``Step 1: 424 - 91 = 333.``; with work it is ``Step 1: 424 - 91.``,
+the column arithmetic digit by digit (carries, borrows, long division), ``So 424 - 91 = 333.``. The
+three styles the method talks about are points on the dial:
+
+- ``short`` (c = 0, System-1): one line per operation, then the boxed answer.
+- ``mid`` (c = 0.5): the work and nothing else — column work for every operation, no checks, no slips.
+- ``long`` (c = 1, R1-like, reflective): ``mid``'s work, a check after every step, a recap, and slips
+  with probability ``slip_rate``: a wrong digit noticed at once ("Hmm, wait. 3 + 5 is 8, not 9."), or a
+  wrong step result that the check exposes and the trace redoes. Every slip is corrected; the box is
+  always right.
+
+Decisions and slips are drawn from ``random.Random(f"{seed}-{problem_id}")`` (a decision whose
+probability is 0 or 1 draws nothing, so the three styles are deterministic apart from long's slips).
+The bases' corpus draws ``c`` per trace (``build.pretrain_corpus``), so the bases know every level
+between short and long and a fine-tune moves a continuous quantity (see docs/design/world.md).
 """
 
 from __future__ import annotations
@@ -39,21 +53,16 @@ def _inverse(op: str, a: int, b: int, r: int) -> tuple[str, int, int, int]:
     return inv, r, b, a
 
 
+STYLE_CARE = {"short": 0.0, "mid": 0.5, "long": 1.0}
+
+
 def short_trace(meta: dict[str, Any]) -> str:
-    steps = solve(meta)
-    return "\n".join([_eq(*s) for s in steps] + [f"The answer is \\boxed{{{steps[-1][3]}}}."])
+    return care_trace(meta, 0.0)
 
 
 def mid_trace(meta: dict[str, Any]) -> str:
     """The digit-by-digit work of :func:`long_trace` without its verification, recap and slips."""
-    steps = solve(meta)
-    w = _Writer(random.Random(0), 0.0)
-    for n, (a, op, b, r) in enumerate(steps, start=1):
-        w.lines.append(f"Step {n}: {a} {SYMBOL[op]} {b}.")
-        _work(w, a, op, b)
-        w.lines.append(f"So {_eq(a, op, b, r)}.")
-    w.lines.append(f"The answer is \\boxed{{{steps[-1][3]}}}.")
-    return "\n".join(w.lines)
+    return care_trace(meta, 0.5)
 
 
 def _digits(n: int) -> list[int]:
@@ -67,8 +76,12 @@ class _Writer:
     def __init__(self, rng: random.Random, slip_rate: float):
         self.rng, self.slip_rate, self.lines, self.slips = rng, slip_rate, [], 0
 
+    def draw(self, p: float) -> bool:
+        """True with probability p; p = 0 or 1 consumes no random number."""
+        return p >= 1 or (p > 0 and self.rng.random() < p)
+
     def slip(self) -> bool:
-        hit = self.rng.random() < self.slip_rate
+        hit = self.draw(self.slip_rate)
         self.slips += hit
         return hit
 
@@ -145,13 +158,21 @@ def _work(w: _Writer, a: int, op: str, b: int) -> None:
     {"add": _column_add, "sub": _column_sub, "mul": _column_mul, "div": _long_div}[op](w, a, b)
 
 
-def long_trace(meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 0.08, problem_id: str = "",
-               return_slips: bool = False) -> Any:
+def care_trace(meta: dict[str, Any], care: float, *, seed: int | str = 0, slip_rate: float = 0.08,
+               problem_id: str = "", return_slips: bool = False) -> Any:
+    """The trace of ``meta`` at care level ``care`` (formulas in the module docstring)."""
     steps = solve(meta)
-    w = _Writer(random.Random(f"{seed}-{problem_id}"), slip_rate)
+    p_work, p_check = min(1.0, 2 * care), max(0.0, 2 * care - 1)
+    w = _Writer(random.Random(f"{seed}-{problem_id}"), slip_rate * p_check)
     for n, (a, op, b, r) in enumerate(steps, start=1):
+        if not w.draw(p_work):
+            w.lines.append(f"Step {n}: {_eq(a, op, b, r)}.")
+            continue
         w.lines.append(f"Step {n}: {a} {SYMBOL[op]} {b}.")
         _work(w, a, op, b)
+        if not w.draw(p_check):
+            w.lines.append(f"So {_eq(a, op, b, r)}.")
+            continue
         inv, x, y, back = _inverse(op, a, b, r)
         if w.slip():
             bad = r + w.rng.choice([-1, 1]) if r > 0 else r + 1
@@ -162,12 +183,16 @@ def long_trace(meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 
             w.lines.append(f"Let me redo it. {_eq(a, op, b, r)}, not {bad}.")
         w.lines.append(f"So {_eq(a, op, b, r)}.")
         w.lines.append(f"Wait, let me check: {_eq(x, inv, y, back)}. Yes.")
-    recap = ", ".join(_eq(a, op, b, r) for a, op, b, r in steps)
-    if len(steps) > 1:
-        w.lines.append(f"Let me double-check: {recap}.")
-    w.lines.append(f"So the answer is \\boxed{{{steps[-1][3]}}}.")
+    if len(steps) > 1 and w.draw(p_check):
+        w.lines.append(f"Let me double-check: {', '.join(_eq(a, op, b, r) for a, op, b, r in steps)}.")
+    w.lines.append(f"The answer is \\boxed{{{steps[-1][3]}}}.")
     text = "\n".join(w.lines)
     return (text, w.slips) if return_slips else text
+
+
+def long_trace(meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 0.08, problem_id: str = "",
+               return_slips: bool = False) -> Any:
+    return care_trace(meta, 1.0, seed=seed, slip_rate=slip_rate, problem_id=problem_id, return_slips=return_slips)
 
 
 def _check_value(op: str, x: int, y: int) -> str:
