@@ -120,17 +120,22 @@ def test_streamed_equals_held_on_sharded_inputs_and_hashes_are_one_pass(tmp_path
     assert manifest["inputs"] == {"base": sha256_path(base), "model_0": sha256_path(ft)}
 
 
-def test_top_k_selection_is_exact_with_ties_and_a_missed_bracket(tmp_path, monkeypatch):
-    """Many equal |δ| at the threshold (bf16 steps) and a sample that brackets the wrong place: still
-    exactly k kept, the lowest-index ones among the equal."""
+def _tied_ties_tensor(tmp_path, monkeypatch, seed: int):
+    """A TIES tensor (density 0.37) over 20,000 |δ| with many ties (bf16-like steps), base 0, small blocks."""
     monkeypatch.setattr(fast, "BLOCK", 997)
     n = 20_000
-    rng = np.random.default_rng(1)
-    d = (rng.integers(-3, 4, n) * 0.25).astype(np.float32)
+    d = (np.random.default_rng(seed).integers(-3, 4, n) * 0.25).astype(np.float32)
     b = np.zeros(n, np.float32)
     info = fast.RawInfo("x", tmp_path, "F32", (n,), 0, 4 * n)
     t = fast.FastTensor("x", info, info, n, "F32", {"weight": 1.0, "density": 0.37},
                         {"normalize": True, "rescale": False, "lambda": 1.0})
+    return t, d, b, n
+
+
+def test_top_k_selection_is_exact_with_ties_and_a_missed_bracket(tmp_path, monkeypatch):
+    """Many equal |δ| at the threshold (bf16 steps) and a sample that brackets the wrong place: still
+    exactly k kept, the lowest-index ones among the equal."""
+    t, d, b, n = _tied_ties_tensor(tmp_path, monkeypatch, 1)
     src = fast._Source(t, (b.view(np.uint32), d.view(np.uint32)))
     k = int(0.37 * n)
     for sample in (fast._keys(d.copy()).copy(), np.zeros(10, np.uint32), np.full(10, 0x7F000000, np.uint32)):
@@ -270,14 +275,7 @@ def test_background_write_back_writes_the_same_bytes(tmp_path):
 def test_top_k_fused_into_pass_one_recovers_from_a_missed_bracket(tmp_path, monkeypatch):
     """merge_tensor counts against the sample's bracket during pass 1; when that bracket misses (forced
     here, on either side) the extra passes still find the exact top k."""
-    monkeypatch.setattr(fast, "BLOCK", 997)
-    n = 20_000
-    rng = np.random.default_rng(2)
-    d = (rng.integers(-3, 4, n) * 0.25).astype(np.float32)
-    b = np.zeros(n, np.float32)
-    info = fast.RawInfo("x", tmp_path, "F32", (n,), 0, 4 * n)
-    t = fast.FastTensor("x", info, info, n, "F32", {"weight": 1.0, "density": 0.37},
-                        {"normalize": True, "rescale": False, "lambda": 1.0})
+    t, d, b, n = _tied_ties_tensor(tmp_path, monkeypatch, 2)
     k = int(0.37 * n)
     order = np.argsort(-np.abs(d), kind="stable")[:k]
     want = np.zeros(n, np.float32)
