@@ -13,7 +13,6 @@ its wall time lies between the largest part and the sum over two.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from merge_vs_mergekit import IO_FLOOR, PY, make_pair_once, run  # noqa: E402
+from merge_vs_mergekit import IO_FLOOR, PY, make_pair_once, pair_args, run  # noqa: E402
 
 
 def timed(fn) -> tuple[float, float]:
@@ -33,12 +32,7 @@ def timed(fn) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--methods", default="dare_ties,ties")
-    args = ap.parse_args()
+    args = pair_args().parse_args()
 
     import numpy as np
 

@@ -68,12 +68,18 @@ def make_pair_once(work: Path, quick: bool) -> tuple[Path, Path, str]:
     return work / "base", work / "ft0", shape
 
 
-def main() -> None:
+def pair_args() -> argparse.ArgumentParser:
+    """The options every benchmark on this pair takes (also merge_profile.py)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--methods", default="dare_ties,ties")
+    return ap
+
+
+def main() -> None:
+    ap = pair_args()
     ap.add_argument("--contenders", default="micota,mergekit,mergekit-j1,io-floor",
                     help="subset to run (mergekit = its defaults; mergekit-j1 = -j 1 --out-shard-size 100M)")
     ap.add_argument("--baseline-src", default=None,

@@ -32,8 +32,11 @@ from typing import Any
 
 from micota.data.world.problems import SYMBOL, solve
 
-STYLES = ("short", "mid", "long")
-# The system prompt each style is pretrained behind (short is the default: no system message).
+# The named styles: points on the care dial.
+STYLE_CARE = {"short": 0.0, "mid": 0.5, "long": 1.0}
+STYLES = tuple(STYLE_CARE)
+# Each style's system prompt, for the optional prompt-selected shares of the corpus (pretrain_mid / pretrain_long)
+# and the pretrain stage's per-style accuracy check; short is the default: no system message.
 STYLE_SYSTEM: dict[str, str | None] = {
     "short": None,
     "mid": "Work it out digit by digit.",
@@ -51,18 +54,6 @@ def _inverse(op: str, a: int, b: int, r: int) -> tuple[str, int, int, int]:
     """The check of ``a op b = r``: r - b = a, r + b = a, r / b = a, r * b = a."""
     inv = {"add": "sub", "sub": "add", "mul": "div", "div": "mul"}[op]
     return inv, r, b, a
-
-
-STYLE_CARE = {"short": 0.0, "mid": 0.5, "long": 1.0}
-
-
-def short_trace(meta: dict[str, Any]) -> str:
-    return care_trace(meta, 0.0)
-
-
-def mid_trace(meta: dict[str, Any]) -> str:
-    """The digit-by-digit work of :func:`long_trace` without its verification, recap and slips."""
-    return care_trace(meta, 0.5)
 
 
 def _digits(n: int) -> list[int]:
@@ -205,12 +196,8 @@ def _check_value(op: str, x: int, y: int) -> str:
 
 def write_trace(style: str, meta: dict[str, Any], *, seed: int | str = 0, slip_rate: float = 0.08, problem_id: str = "") -> str:
     """One trace of ``style`` for a problem's meta (deterministic in seed and problem_id)."""
-    if style == "short":
-        return short_trace(meta)
-    if style == "mid":
-        return mid_trace(meta)
-    if style == "long":
-        return long_trace(meta, seed=seed, slip_rate=slip_rate, problem_id=problem_id)
-    from micota.errors import UserError
+    if style not in STYLE_CARE:
+        from micota.errors import UserError
 
-    raise UserError(f"unknown trace style {style!r} (choose from {', '.join(STYLES)})")
+        raise UserError(f"unknown trace style {style!r} (choose from {', '.join(STYLES)})")
+    return care_trace(meta, STYLE_CARE[style], seed=seed, slip_rate=slip_rate, problem_id=problem_id)
