@@ -31,6 +31,7 @@ those inside, ``np.partition`` finishes (:func:`_topk_threshold`; a missed brack
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -43,11 +44,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from micota.errors import UserError
+from micota.merging import kernel
 from micota.merging.config import MergeConfig, resolve_setting
 from micota.merging.stage import tensor_seed
 from micota.merging.tensorio import RawInfo, ShardedWriter, read_header_raw, sha256_mapped
 
-BLOCK = 1 << 17  # elements per block: a few float32 blocks stay in the L2 cache
+BLOCK = 1 << 17  # elements per block: DARE masks and the sums restart per block
+SPAN = 4  # blocks per kernel call (the output buffer of a call: 1 MiB bf16)
 HOLD = 1 << 24  # tensors with more elements drop their mapped pages behind each pass
 EPS = 1e-7
 LM_HEAD = "lm_head.weight"
@@ -62,45 +65,6 @@ _CODE = {"bfloat16": "BF16", "float32": "F32"}
 _FINITE_BELOW = {"BF16": float(np.uint32(0x7F7F8000).view(np.float32)), "F32": float("inf")}
 DROP = 32  # a streamed tensor's pages are dropped from this process's mapping every DROP blocks
 WRITEBACK = 64 << 20  # output bytes between background fdatasyncs (overlaps the disk write with the merge)
-
-
-# ------------------------------------------------------------------ bit-level conversions
-def bf16_to_f32(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """bf16 bits (uint16) -> float32 (exact): zero-extend to uint32 in place, then shift (two tight loops;
-    a uint16 -> uint32 ``left_shift`` goes through numpy's buffered casting and is slower)."""
-    u = np.empty(raw.shape, np.uint32) if out is None else out.view(np.uint32)
-    np.copyto(u, raw)
-    np.left_shift(u, 16, out=u)
-    return u.view(np.float32)
-
-
-def f32_to_bf16(x: np.ndarray, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
-    """float32 -> bf16 bits (uint16), round to nearest, ties to even (finite inputs)."""
-    u = x.view(np.uint32)
-    t = np.right_shift(u, 16, out=tmp)
-    np.bitwise_and(t, 1, out=t)
-    np.add(t, 0x7FFF, out=t)
-    np.add(t, u, out=t)
-    return np.right_shift(t, 16, out=np.empty(x.shape, np.uint16) if out is None else out, casting="unsafe")
-
-
-def keep_mask(seed: int, block: int, n: int, density: float, out: np.ndarray | None = None) -> np.ndarray:
-    """The DARE keep mask of one block: uint32 draws below ``density·2³²`` (exposed for tests)."""
-    raw = np.random.SFC64(np.random.SeedSequence([seed, block])).random_raw((n + 1) // 2)
-    return np.less(raw.view(np.uint32)[:n], min(int(round(density * 2.0 ** 32)), 2 ** 32), out=out)
-
-
-class _Scratch(threading.local):
-    """Per-thread block buffers: fresh arrays per block would cost page faults, not arithmetic."""
-
-    def __init__(self) -> None:
-        self.d, self.b, self.tmp = (np.empty(BLOCK, np.float32) for _ in range(3))
-        self.u, self.u2 = np.empty(BLOCK, np.uint32), np.empty(BLOCK, np.uint32)
-        self.keep, self.keep2 = np.empty(BLOCK, bool), np.empty(BLOCK, bool)
-        self.o16, self.keepf = np.empty(BLOCK, np.uint16), np.empty(BLOCK, np.float32)
-
-
-_S = _Scratch()
 
 
 # ------------------------------------------------------------------ planning
@@ -237,26 +201,35 @@ class _Inputs:
 
 
 class _Source:
-    """float32 blocks (δ, b) of one tensor, in the calling thread's scratch buffers, converted from the
-    raw bits (uint16 bf16 / uint32 float32 arrays: views of the memory-mapped files, or any arrays).
-    A tensor above :data:`HOLD` elements is *streamed*: its pages are dropped behind each pass."""
+    """The raw bits of one tensor's base and fine-tune (uint16 bf16 / uint32 float32 arrays: views of the
+    memory-mapped files, or any arrays), walked in spans of whole blocks by the kernel. A tensor above
+    :data:`HOLD` elements is *streamed*: its pages are dropped behind each pass."""
 
     def __init__(self, t: FastTensor, views: tuple[np.ndarray, np.ndarray], inputs: _Inputs | None = None):
         self.t, self.views, self.inputs = t, views, inputs
         self.stream = t.n > HOLD
 
-    def _f32(self, which: int, s: int, m: int, out: np.ndarray) -> np.ndarray:
-        raw = self.views[which][s:s + m]
-        if raw.dtype == np.uint16:
-            return bf16_to_f32(raw, out=out)
-        np.copyto(out.view(np.uint32), raw)
-        return out
+    def job(self) -> kernel.Job:
+        b, f = self.views
+        return kernel.Job(b=b.ctypes.data, f=f.ctypes.data, b_bf16=b.dtype == np.uint16, f_bf16=f.dtype == np.uint16,
+                          out_bf16=self.t.out == "BF16", block=BLOCK)
 
     def _drop(self, lo: int, hi: int) -> None:
         if self.inputs is not None and self.stream:
             for which, info in enumerate((self.t.b, self.t.f)):
                 es = self.views[which].itemsize
                 self.inputs.drop(info, lo * es, hi * es)
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """(start, length) of :data:`SPAN` blocks at a time; a streamed tensor's pages dropped every DROP blocks."""
+        step, done = SPAN * BLOCK, 0
+        for s in range(0, self.t.n, step):
+            m = min(step, self.t.n - s)
+            yield s, m
+            if s + m - done >= DROP * BLOCK:
+                self._drop(done, s + m)
+                done = s + m
+        self._drop(done, self.t.n)
 
     def sample_keys(self, step: int) -> np.ndarray:
         """|δ|'s float32 bits at elements 0, step, 2·step, … (a streamed tensor's pages dropped behind)."""
@@ -274,36 +247,23 @@ class _Source:
             self._drop(s, e)
         return np.concatenate(out) if out else np.zeros(0, np.uint32)
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(start, δ, b) per block; both arrays are scratch (valid until the next block; callers may modify δ)."""
-        done = 0
-        for s in range(0, self.t.n, BLOCK):
-            m = min(BLOCK, self.t.n - s)
-            d = self._f32(1, s, m, _S.d[:m])
-            b = self._f32(0, s, m, _S.b[:m])
-            np.subtract(d, b, out=d)
-            yield s, d, b
-            if (s // BLOCK) % DROP == DROP - 1:
-                self._drop(done, s + m)
-                done = s + m
-        self._drop(done, self.t.n)
-
-
-_ONES = np.ones(BLOCK, np.float32)
-
-
-def _abs_sum(d: np.ndarray) -> float:
-    """Σ|d| of one block (float32 BLAS accumulation; blocks are summed in float64)."""
-    return float(np.dot(np.abs(d, out=_S.tmp[: d.size]), _ONES[: d.size]))
-
-
-def _sq_sum(x: np.ndarray) -> float:
-    return float(np.dot(x, x))
-
-
-def _keys(d: np.ndarray) -> np.ndarray:
-    """|δ|'s float32 bits as uint32 (scratch): they order like the magnitudes."""
-    return np.bitwise_and(d.view(np.uint32), 0x7FFFFFFF, out=_S.u[: d.size])
+    def stats(self, job: kernel.Job, bracket: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Pass 1 over the tensor (kernel ``mk_stats``): sums, masks and counts accumulate in ``job``;
+        with a ``bracket`` (lo, hi) also the keys above it (``job.gt``) and those inside (returned)."""
+        fn, cands = kernel.lib().mk_stats, []
+        buf = np.empty(min(self.t.n, SPAN * BLOCK), np.uint32) if bracket else None
+        if bracket:
+            job.lo, job.hi, job.gt = max(0, bracket[0]), min(0xFFFFFFFF, bracket[1]), 0
+            job.cands = buf.ctypes.data
+        for s, m in self.spans():
+            job.start, job.n, job.ncands = s, m, 0
+            fn(ctypes.byref(job))
+            if bracket:
+                cands.append(buf[: job.ncands].copy())
+        if bracket and bracket[0] > bracket[1]:  # an empty bracket (a side the counts ruled out)
+            cands = []
+        job.cands = None
+        return cands
 
 
 def _bracket(sample: np.ndarray, n: int, k: int) -> tuple[int, int]:
@@ -315,15 +275,6 @@ def _bracket(sample: np.ndarray, n: int, k: int) -> tuple[int, int]:
     lo = int(sample[max(0, int(idx - margin))]) if m else 0
     hi = int(sample[min(m - 1, int(idx + margin))]) if m else 0xFFFFFFFF
     return lo, hi
-
-
-def _count_in(u: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndarray]:
-    """(how many keys are > hi, a copy of the keys in [lo, hi])."""
-    m = u.size
-    gt = int(np.count_nonzero(np.greater(u, hi, out=_S.keep[:m])))
-    inside = np.greater_equal(u, lo, out=_S.keep[:m])
-    inside &= np.less_equal(u, hi, out=_S.keep2[:m])
-    return gt, u[inside]
 
 
 def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray,
@@ -341,11 +292,9 @@ def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray,
         if counted is not None and counted[:2] == (lo, hi):
             gt, cands = counted[2], counted[3]
         else:
-            gt, cands = 0, []
-            for _, d, _ in src.blocks():
-                g, c = _count_in(_keys(d), lo, hi)
-                gt += g
-                cands.append(c)
+            job = src.job()
+            cands = src.stats(job, (lo, hi))
+            gt = job.gt
         counted = None
         cand = np.concatenate(cands) if cands else np.zeros(0, np.uint32)
         if gt >= k:
@@ -365,91 +314,51 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     sparsifier, consensus, _, _ = METHODS[method]
     n, p, sh = t.n, t.p, t.shared
     density, w, lam = p["density"], np.float32(p["weight"]), np.float32(sh["lambda"])
-    tseed = tensor_seed(seed, t.name, 0)
     masked = sparsifier == "random" and density < 1
     topk = sparsifier == "magnitude" and density < 1 and n > 0
     rescale = bool(sh["rescale"]) and sparsifier is not None and density < 1
     k = max(1, int(density * n)) if topk else n
-    thr = r = 0
-    masks: list[np.ndarray] = []  # DARE: block j's mask, bit-packed in pass 1 for pass 2 (drawn once)
-
-    def sparse(j: int, d: np.ndarray, taken: list[int]) -> None:
-        """Zero the dropped entries of block j in place."""
-        m = d.size
-        if masked:
-            keep = np.unpackbits(masks[j], count=m).view(bool)
-        elif topk:
-            u = _keys(d)
-            keep = np.greater(u, thr, out=_S.keep[:m])
-            if taken[0] < r:
-                eq = np.flatnonzero(np.equal(u, thr, out=_S.keep2[:m]))[: r - taken[0]]
-                keep[eq] = True
-                taken[0] += eq.size
-        else:
-            return
-        np.multiply(d, keep, out=d)
-
-    # pass 1: the report's norms; for top-k the keys above / inside a bracket from a sample taken first
-    # (the threshold then needs no pass of its own unless the bracket missed); DARE masks, rescale norms
-    before = after = bb = dd = 0.0
-    kept = 0
+    job, kept = src.job(), n
+    # pass 1: the report's sums; DARE masks (kept as bits for pass 2) and Σ|δ|·m; for top-k the keys
+    # above / inside a bracket from a sample taken first (the threshold then needs no pass of its own)
+    if masked:
+        tseed = tensor_seed(seed, t.name, 0)
+        states = np.array([np.random.SeedSequence([tseed, j]).generate_state(3, np.uint64)
+                           for j in range(-(-n // BLOCK))], np.uint64)
+        bits = np.zeros((n + 7) // 8, np.uint8)
+        job.states, job.bits, job.keep_below = states.ctypes.data, bits.ctypes.data, min(round(density * 2.0 ** 32), 2 ** 32)
     if topk:
         sample = src.sample_keys(max(1, n // 65536))
         lo, hi = _bracket(sample, n, k)
-        gt, cands = 0, []
-    for s, d, b in src.blocks():
-        m = d.size
-        a = np.abs(d, out=_S.tmp[:m])
-        before += float(np.dot(a, _ONES[:m]))  # Σ|δ| of the block: float32 BLAS, blocks summed in float64
-        dd += _sq_sum(d)
-        bb += _sq_sum(b)
-        if topk:  # |δ|'s bits are the keys (abs clears the sign bit)
-            g, c = _count_in(a.view(np.uint32), lo, hi)
-            gt += g
-            cands.append(c)
-        if masked:
-            keep = keep_mask(tseed, s // BLOCK, m, density, out=_S.keep[:m])
-            masks.append(np.packbits(keep))
-            kept += int(np.count_nonzero(keep))
-            if rescale:  # Σ|m⊙δ| = |δ|·m: the same products (exact: ×0 or ×1), summed in the same order
-                kf = _S.keepf[:m]
-                np.copyto(kf, keep)
-                after += float(np.dot(a, kf))
+        cands = src.stats(job, (lo, hi))
+    else:
+        src.stats(job)
+    before, dd, bb = job.sum[0], job.sum[2], job.sum[3]
+    after = job.sum[1]
+    if masked:
+        kept, job.states = job.kept, None
     if topk:
-        thr, r = _topk_threshold(src, n, k, sample, (lo, hi, gt, cands))
+        job.thr, r = _topk_threshold(src, n, k, sample, (lo, hi, job.gt, cands))
+        job.topk, job.left, kept = 1, r, k
         if rescale:  # (not a default of any fast method) the norm after trimming needs the threshold
-            after, taken = 0.0, [0]
-            for s, d, _ in src.blocks():
-                sparse(s // BLOCK, d, taken)
-                after += _abs_sum(d)
-        kept = k
-    elif not masked:
-        kept = n
-    scale = None
+            again = src.job()
+            again.topk, again.thr, again.left = 1, job.thr, r
+            src.stats(again)
+            after = again.sum[1]
     if rescale and not (np.float32(before) < EPS or np.float32(after) < EPS):
-        scale = np.float32(before) / np.float32(after)
-    div = np.float32(1) if abs(float(w)) < 1e-8 else w
-    limit = np.float32(_FINITE_BELOW[t.out])
-    taken = [0]
-    for s, d, b in src.blocks():  # pass 2: apply, round, check, write
-        m = d.size
-        sparse(s // BLOCK, d, taken)
-        if scale is not None:
-            np.multiply(d, scale, out=d)
-        np.multiply(d, w, out=d)
-        if sh["normalize"]:
-            if consensus:  # Σ w·[elected] is w where δ̃ ≠ 0 (else the divisor is 1 and v is 0)
-                if w != 0:
-                    np.divide(d, w, out=d)
-            else:
-                np.divide(d, div, out=d)
-        if lam != 1:
-            np.multiply(d, lam, out=d)
-        np.add(b, d, out=b)
-        # max/min propagate NaN, so this is False for NaN, ±inf and values that round to inf
-        if not (np.maximum.reduce(b) < limit and np.minimum.reduce(b) > -limit):
+        job.has_scale, job.scale = 1, np.float32(before) / np.float32(after)
+    job.w = w
+    if sh["normalize"]:  # with sign election Σ w·[elected] is w where δ̃ ≠ 0 (else the divisor is 1 and v is 0)
+        job.has_div, job.div = (int(w != 0), w) if consensus else (1, np.float32(1) if abs(float(w)) < 1e-8 else w)
+    job.has_lam, job.lam, job.limit = int(lam != 1), lam, _FINITE_BELOW[t.out]
+    out = np.empty(min(n, SPAN * BLOCK), np.uint16 if t.out == "BF16" else np.float32)
+    job.out, fn = out.ctypes.data, kernel.lib().mk_apply
+    for s, m in src.spans():  # pass 2: apply, round, check, write
+        job.start, job.n = s, m
+        fn(ctypes.byref(job))
+        if job.bad:
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
-        write(s, f32_to_bf16(b, out=_S.o16[:m], tmp=_S.u2[:m]) if t.out == "BF16" else b)
+        write(s, out[:m])
     return {"delta_l1": [float(np.float32(before))], "kept_fraction": [round(kept / max(1, n), 6)],
             "_task_vector_sq": (bb, dd)}
 
