@@ -319,7 +319,7 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     rescale = bool(sh["rescale"]) and sparsifier is not None and density < 1
     k = max(1, int(density * n)) if topk else n
     job, kept = src.job(), n
-    # pass 1: the report's sums; DARE masks (kept as bits for pass 2) and Σ|δ|·m; for top-k the keys
+    # DARE masks first (as bits, all blocks of the tensor); pass 1: the report's sums, Σ|δ|·m; for top-k the keys
     # above / inside a bracket from a sample taken first (the threshold then needs no pass of its own)
     if masked:
         tseed = tensor_seed(seed, t.name, 0)
@@ -327,6 +327,9 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
                            for j in range(-(-n // BLOCK))], np.uint64)
         bits = np.zeros((n + 7) // 8, np.uint8)
         job.states, job.bits, job.keep_below = states.ctypes.data, bits.ctypes.data, min(round(density * 2.0 ** 32), 2 ** 32)
+        job.n = n
+        kernel.lib().mk_masks(ctypes.byref(job))
+        job.states = None
     if topk:
         sample = src.sample_keys(max(1, n // 65536))
         lo, hi = _bracket(sample, n, k)
@@ -336,7 +339,7 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     before, dd, bb = job.sum[0], job.sum[2], job.sum[3]
     after = job.sum[1]
     if masked:
-        kept, job.states = job.kept, None
+        kept = job.kept
     if topk:
         job.thr, r = _topk_threshold(src, n, k, sample, (lo, hi, job.gt, cands))
         job.topk, job.left, kept = 1, r, k

@@ -24,9 +24,9 @@ typedef struct {            /* one call's work; mirrored field by field by kerne
     int32_t b_bf16, f_bf16, out_bf16, topk;
     int64_t start, n;       /* elements [start, start + n); start is a block boundary */
     int64_t block;          /* elements per block (DARE masks and sums restart per block) */
-    const uint64_t *states; /* stats, DARE: SFC64 seed words of block j at states[3j .. 3j+2] */
+    const uint64_t *states; /* masks: SFC64 seed words of block j at states[3j .. 3j+2] */
     uint64_t keep_below;    /* DARE: a uint32 draw below this keeps its element */
-    uint8_t *bits;          /* DARE keep bit of element i: bit i%8 of bits[i/8] (stats writes, apply reads) */
+    uint8_t *bits;          /* DARE keep bit of element i: bit i%8 of bits[i/8] (masks writes, zeroed first) */
     uint32_t thr, lo, hi, pad; /* topk: keep |δ| keys > thr and the next `left` keys == thr; stats: bracket */
     int64_t left;
     uint32_t *cands;        /* stats: the keys in [lo, hi] in index order (NULL: no bracket counting) */
@@ -49,15 +49,6 @@ static inline void load(const void *p, int bf16, int64_t at, int m, buf *x) {
     }
 }
 
-/* numpy's SFC64 (Chris Doty-Humphrey's Small Fast Chaotic PRNG), its seeding from three words included */
-static inline uint64_t sfc64(uint64_t *s) {
-    uint64_t t = s[0] + s[1] + s[3]++;
-    s[0] = s[1] ^ (s[1] >> 11);
-    s[1] = s[2] + (s[2] << 3);
-    s[2] = ((s[2] << 24) | (s[2] >> 40)) + t;
-    return t;
-}
-
 /* lane k of L adds x[i] for i ≡ k (mod 8), in index order, in float64 (squared: x[i]², exact in float64) */
 static inline void lanes(double *L, const float *x, int m, int square) {
     int i = 0;
@@ -70,6 +61,69 @@ static inline double block_total(const double *L) {
     return ((L[0] + L[1]) + (L[2] + L[3])) + ((L[4] + L[5]) + (L[6] + L[7]));
 }
 
+/* K[i] = keep bit of element at + i (0.0f or 1.0f) */
+static inline void unpack_bits(const uint8_t *bits, int64_t at, int m, float *K) {
+    int i = 0;
+    if ((at & 7) == 0)
+        for (; i + 8 <= m; i += 8) {
+            const unsigned v = bits[(at + i) >> 3];
+            for (int k = 0; k < 8; k++) K[i + k] = (float)((v >> k) & 1u);
+        }
+    for (; i < m; i++) K[i] = (float)((bits[(at + i) >> 3] >> ((at + i) & 7)) & 1u);
+}
+
+#define G 8 /* blocks whose SFC64 streams advance together (one vector of 64-bit lanes) */
+typedef uint64_t u64xG __attribute__((vector_size(8 * G))); /* GCC/Clang vector extension */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the keep bits are stored as little-endian 64-bit words"
+#endif
+
+/* Keep bits of elements [e, e + 64) of the block starting at bs (bm elements long) from acc's 64 bits. */
+static inline void put_bits(uint8_t *bits, int64_t bs, int64_t bm, int64_t e, uint64_t acc) {
+    const int64_t count = bm - e < 64 ? bm - e : 64;
+    if (count == 64 && ((bs + e) & 7) == 0) {
+        memcpy(bits + ((bs + e) >> 3), &acc, 8);
+    } else {
+        for (int64_t k = 0; k < count; k++)
+            bits[(bs + e + k) >> 3] |= (uint8_t)(((acc >> k) & 1u) << ((bs + e + k) & 7));
+    }
+}
+
+/* DARE keep bits of every element of the tensor (elements [0, n)): block b's element i is kept when
+ * the i-th uint32 of its SFC64 stream (seeded from states[3b .. 3b+2]; the low half of each 64-bit
+ * word first) is below keep_below. G blocks' streams run side by side in vector lanes. */
+CLONES void mk_masks(mk_job *j) {
+    const int64_t n = j->n, block = j->block, nb = (n + block - 1) / block;
+    const uint64_t kb = j->keep_below;
+    for (int64_t b0 = 0; b0 < nb; b0 += G) {
+        u64xG s0, s1, s2, s3, acc = {0};
+        int64_t words = 0;
+        for (int g = 0; g < G; g++) {
+            const int64_t b = b0 + g < nb ? b0 + g : b0;
+            s0[g] = j->states[3 * b]; s1[g] = j->states[3 * b + 1]; s2[g] = j->states[3 * b + 2]; s3[g] = 1;
+            const int64_t len = b0 + g < nb ? ((n - b * block < block ? n - b * block : block) + 1) / 2 : 0;
+            if (len > words) words = len;
+        }
+        for (int64_t t = -12; t < words; t++) { /* words -12 .. -1: the seeding's warm-up */
+            const u64xG x = s0 + s1 + s3;
+            s3 += 1;
+            s0 = s1 ^ (s1 >> 11);
+            s1 = s2 + (s2 << 3);
+            s2 = ((s2 << 24) | (s2 >> 40)) + x;
+            if (t < 0) continue;
+            const int p = 2 * (int)(t & 31);
+            acc |= (((u64xG)((x & 0xFFFFFFFFu) < kb) & 1) << p) | (((u64xG)((x >> 32) < kb) & 1) << (p + 1));
+            if ((t & 31) == 31 || t == words - 1) {
+                for (int g = 0; g < G && b0 + g < nb; g++) {
+                    const int64_t bs = (b0 + g) * block, bm = n - bs < block ? n - bs : block;
+                    if (2 * (t & ~31) < bm) put_bits(j->bits, bs, bm, 2 * (t & ~31), acc[g]);
+                }
+                acc = (u64xG){0};
+            }
+        }
+    }
+}
+
 /* K[i] = 1.0f where |δ|'s key > thr, or == thr while job->left lasts (the lowest indices first) */
 static inline void topk_keep(mk_job *j, const uint32_t *key, float *K, int m) {
     const uint32_t thr = j->thr;
@@ -79,21 +133,14 @@ static inline void topk_keep(mk_job *j, const uint32_t *key, float *K, int m) {
             if (key[i] == thr) { K[i] = 1.0f; j->left--; }
 }
 
-/* Pass 1: sums, DARE masks (drawn and stored as bits), TIES bracket counts. */
+/* Pass 1: sums (Σ|δ|·keep with DARE's bits or a TIES threshold), TIES bracket counts. */
 CLONES void mk_stats(mk_job *j) {
     static const uint32_t SIGN = 0x7FFFFFFFu;
     buf B, D, A, K, T;
-    uint32_t draw[CH];
     const int64_t end = j->start + j->n;
     for (int64_t bs = j->start; bs < end; bs += j->block) {
         const int64_t bm = (end - bs < j->block) ? end - bs : j->block;
         double L[4][8] = {{0}};
-        uint64_t s[4] = {0, 0, 0, 1};
-        if (j->states) {
-            const uint64_t *w = j->states + 3 * (bs / j->block);
-            s[0] = w[0]; s[1] = w[1]; s[2] = w[2];
-            for (int r = 0; r < 12; r++) (void)sfc64(s);
-        }
         for (int64_t c = 0; c < bm; c += CH) {
             const int m = (int)((bm - c < CH) ? bm - c : CH);
             const int64_t at = bs + c;
@@ -104,21 +151,15 @@ CLONES void mk_stats(mk_job *j) {
             lanes(L[0], A.f, m, 0);
             lanes(L[2], D.f, m, 1);
             lanes(L[3], B.f, m, 1);
-            if (j->states) {
-                for (int i = 0; i < m; i += 2) { /* uint32 draws: the low then the high half of each word */
-                    uint64_t r = sfc64(s);
-                    draw[i] = (uint32_t)r;
-                    if (i + 1 < m) draw[i + 1] = (uint32_t)(r >> 32);
-                }
+            if (j->bits) { /* DARE: the keep bits mk_masks drew */
+                unpack_bits(j->bits, at, m, K.f);
                 int64_t kept = 0;
-                for (int i = 0; i < m; i++) { K.f[i] = (float)(draw[i] < j->keep_below); kept += draw[i] < j->keep_below; }
+                for (int i = 0; i < m; i++) kept += K.f[i] != 0.0f;
                 j->kept += kept;
-                for (int i = 0; i < m; i++)
-                    if (K.f[i] != 0.0f) j->bits[(at + i) >> 3] |= (uint8_t)(1u << ((at + i) & 7));
             } else if (j->topk) {
                 topk_keep(j, A.u, K.f, m);
             }
-            if (j->states || j->topk) {
+            if (j->bits || j->topk) {
                 for (int i = 0; i < m; i++) T.f[i] = A.f[i] * K.f[i];
                 lanes(L[1], T.f, m, 0);
             }
@@ -151,7 +192,7 @@ CLONES void mk_apply(mk_job *j) {
         for (int i = 0; i < m; i++) D.f[i] -= B.f[i];
         if (j->bits || j->topk) {
             if (j->bits) {
-                for (int i = 0; i < m; i++) K.f[i] = (float)((j->bits[(at + i) >> 3] >> ((at + i) & 7)) & 1);
+                unpack_bits(j->bits, at, m, K.f);
             } else {
                 uint32_t key[CH];
                 for (int i = 0; i < m; i++) key[i] = D.u[i] & 0x7FFFFFFFu;

@@ -7,7 +7,7 @@ required: without a compiler the fast path stops with one line, it never falls b
 implementation, so a merge's bytes do not depend on what is installed. The flags forbid FMA
 contraction and fast-math, so every float32 operation is the IEEE one numpy would do (tests compare
 the kernel with a numpy implementation bit for bit, ``tests/merge_reference.py``); on x86-64 Linux
-with GCC the two entry points are cloned for AVX-512, AVX2 and baseline and picked at load time.
+with GCC the entry points are cloned for AVX-512, AVX2 and baseline and picked at load time.
 
 ``Job`` mirrors ``mk_job`` in ``kernel.c`` field by field (its size is checked at load).
 """
@@ -88,7 +88,7 @@ def lib() -> ctypes.CDLL:
             if not path.is_file():
                 build(path)
             dll = ctypes.CDLL(str(path))
-            for name in ("mk_stats", "mk_apply"):
+            for name in ("mk_masks", "mk_stats", "mk_apply"):
                 getattr(dll, name).argtypes, getattr(dll, name).restype = [ctypes.POINTER(Job)], None
             dll.mk_job_size.restype = c_int64
             if dll.mk_job_size() != ctypes.sizeof(Job):
