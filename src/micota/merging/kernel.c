@@ -166,11 +166,13 @@ CLONES void mk_stats(mk_job *j) {
             if (j->cands) {
                 int64_t gt = 0, nc = j->ncands;
                 const uint32_t lo = j->lo, hi = j->hi;
-                for (int i = 0; i < m; i++) {
-                    const uint32_t key = A.u[i];
-                    gt += key > hi;
-                    j->cands[nc] = key;
-                    nc += (key >= lo) & (key <= hi);
+                uint8_t in[CH + 8] = {0};
+                for (int i = 0; i < m; i++) gt += A.u[i] > hi;
+                for (int i = 0; i < m; i++) in[i] = (A.u[i] >= lo) & (A.u[i] <= hi);
+                for (int i = 0; i < m; i += 8) { /* the few keys inside, 8 flags (bytes) tested at once */
+                    uint64_t v;
+                    memcpy(&v, in + i, 8);
+                    for (; v; v &= v - 1) j->cands[nc++] = A.u[i + (__builtin_ctzll(v) >> 3)];
                 }
                 j->gt += gt;
                 j->ncands = nc;
