@@ -127,10 +127,19 @@ CLONES void mk_masks(mk_job *j) {
 /* K[i] = 1.0f where |δ|'s key > thr, or == thr while job->left lasts (the lowest indices first) */
 static inline void topk_keep(mk_job *j, const uint32_t *key, float *K, int m) {
     const uint32_t thr = j->thr;
-    for (int i = 0; i < m; i++) K[i] = (float)(key[i] > thr);
+    int64_t eq = 0;
     if (j->left > 0)
+        for (int i = 0; i < m; i++) eq += key[i] == thr;
+    if (eq == 0) {
+        for (int i = 0; i < m; i++) K[i] = (float)(key[i] > thr);
+    } else if (eq <= j->left) { /* every equal key of this chunk is kept */
+        for (int i = 0; i < m; i++) K[i] = (float)(key[i] >= thr);
+        j->left -= eq;
+    } else { /* the chunk where the equal keys run out */
+        for (int i = 0; i < m; i++) K[i] = (float)(key[i] > thr);
         for (int i = 0; i < m && j->left > 0; i++)
             if (key[i] == thr) { K[i] = 1.0f; j->left--; }
+    }
 }
 
 /* Pass 1: sums (Σ|δ|·keep with DARE's bits or a TIES threshold), TIES bracket counts. */
