@@ -38,7 +38,7 @@ def main() -> None:
 
     from micota.merging import fast
     from micota.merging.config import from_mergekit_yaml
-    from micota.merging.tensorio import sha256_mapped
+    from micota.io import sha256_file
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
     base, ft, shape = make_pair_once(work, args.quick)
@@ -94,7 +94,7 @@ def main() -> None:
         w2, _, c2 = run([PY, "-c", "import micota.cli"], {"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
         add("imports (python -c 'import micota.cli' minus 'pass')", (w2 - w, c2 - c))
         add("map + touch both inputs", timed(touch))
-        add("sha256 of both inputs (one thread)", timed(lambda: [sha256_mapped(f) for f in files]))
+        add("sha256 of both inputs (one thread)", timed(lambda: [sha256_file(f) for f in files]))
         for m in args.methods.split(","):
             add(f"arithmetic, {m} (one thread, output discarded)", timed(lambda m=m: arithmetic(m)))
         add("write the output size, then fsync", timed(lambda: write_fsync(None)))

@@ -216,17 +216,17 @@ def test_output_is_byte_identical_to_the_previous_implementation(tmp_path, monke
             assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == _BEFORE[method], (method, hold)
 
 
-def test_sha256_of_the_mapped_file_equals_hashlib(tmp_path):
+def test_sha256_of_a_file_read_in_chunks_equals_hashlib(tmp_path):
     import hashlib
 
-    from micota.merging.tensorio import sha256_mapped
+    from micota.io import sha256_file
 
     rng = np.random.default_rng(0)
     for size in (0, 1, 4095, 4096, 3 * 4096 + 17):
         p = tmp_path / f"f{size}"
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         p.write_bytes(data)
-        assert sha256_mapped(p, chunk=4096) == hashlib.sha256(data).hexdigest(), size
+        assert sha256_file(p, chunk=4096) == hashlib.sha256(data).hexdigest(), size
 
 
 def test_background_write_back_writes_the_same_bytes(tmp_path):

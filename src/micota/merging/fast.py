@@ -44,10 +44,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from micota.errors import UserError
+from micota.io import sha256_file
 from micota.merging import kernel
 from micota.merging.config import MergeConfig, resolve_setting
 from micota.merging.stage import tensor_seed
-from micota.merging.tensorio import RawInfo, ShardedWriter, read_header_raw, sha256_mapped
+from micota.merging.tensorio import RawInfo, ShardedWriter, read_header_raw
 
 BLOCK = 1 << 17  # elements per block: DARE masks and the sums restart per block
 SPAN = 4  # blocks per kernel call (the output buffer of a call: 1 MiB bf16)
@@ -442,7 +443,7 @@ def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[s
 
 def _digest(f: Path) -> str:
     try:
-        return sha256_mapped(f)
+        return sha256_file(f)
     except OSError as e:
         raise UserError(f"{f}: cannot read ({e.strerror or e})") from None
 

@@ -11,7 +11,7 @@
   ``model.safetensors.index.json``. Output bytes depend only on the tensors, not on write order.
 
 torch is imported only when a torch tensor is read or a torch dtype is named: headers
-(:func:`read_header_raw`), :func:`sha256_mapped` and :class:`ShardedWriter` with safetensors dtype
+(:func:`read_header_raw`) and :class:`ShardedWriter` with safetensors dtype
 codes (``"BF16"``) and numpy arrays serve the torch-free fast path (:mod:`micota.merging.fast`).
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import struct
 import threading
@@ -277,27 +276,6 @@ class FileHasher:
         for f in self._h:
             self._catch_up(f, f.stat().st_size)
         return {f: h.hexdigest() for f, h in self._h.items()}
-
-
-def sha256_mapped(path: Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a whole file read through its own read-only memory map (no copy into Python buffers;
-    ``hashlib`` releases the GIL, so this runs beside the merge's threads). Pages hashed are dropped from
-    the mapping behind the hash, so the resident set stays one chunk."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return h.hexdigest()
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    try:
-        with memoryview(mm) as mv:
-            for off in range(0, size, chunk):
-                h.update(mv[off:off + chunk])
-                if hasattr(mmap, "MADV_DONTNEED"):
-                    mm.madvise(mmap.MADV_DONTNEED, off, min(chunk, size - off))
-    finally:
-        mm.close()
-    return h.hexdigest()
 
 
 def _shard_names(n: int) -> list[str]:
