@@ -1,4 +1,4 @@
-"""The torch-free fast path: one fine-tune merged onto its base, numpy only, at the I/O bound.
+"""The torch-free fast path: one fine-tune merged onto its base at the I/O bound (numpy + a C kernel).
 
 Used by :func:`micota.merging.merge` for the MiCoTA case — a two-model merge (``--base``/``--finetuned``)
 with ``task_arithmetic``, ``ties``, ``dare_ties`` or ``dare_linear``, bf16/fp32 safetensors inputs with
@@ -16,17 +16,24 @@ Per tensor (δ = f − b, all arithmetic in float32, rounded once to the output 
 — the same float32 operation sequence as the torch engine (so float32 merges match it and
 mergekit bit for bit, sparsifier ties and the rescale sum aside); for bf16 the torch engine rounds
 every step to bf16, this path rounds once (more accurate). bf16 ↔ float32 are bit operations:
-``u32 = u16 << 16``; back with round-to-nearest-even ``(u + 0x7FFF + ((u >> 16) & 1)) >> 16``
-(tested bit-exact against torch). The input files are memory-mapped (:class:`_Inputs`: tensors are
-views of the page cache, no copies; finished pages are dropped from the mapping) and hashed with
-sha256 front to back by their own threads (:func:`~micota.merging.tensorio.sha256_mapped`). A tensor
-is done block by block (:data:`BLOCK` elements, cache sized) in two passes (statistics, then apply); tensors
-above :data:`HOLD` elements (the embedding) drop their pages behind each pass. DARE masks: block ``j``
-of a tensor keeps an element when a uint32 from ``SFC64(SeedSequence([seed(tensor), j]))`` is below
-``density·2³²`` — independent of the thread count and of the block order; drawn once, kept bit-packed
-between the passes. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by lowest
-index): a strided sample brackets the threshold, pass 1 counts the keys above the bracket and collects
-those inside, ``np.partition`` finishes (:func:`_topk_threshold`; a missed bracket costs an extra pass).
+``u32 = u16 << 16``; back with round-to-nearest-even ``(u + 0x7FFF + ((u >> 16) & 1)) >> 16``.
+The per-element work is the compiled kernel (``kernel.c`` via :mod:`micota.merging.kernel`, compared
+bit for bit with a numpy implementation in the tests): ``mk_masks`` (DARE), ``mk_stats`` (pass 1)
+and ``mk_apply`` (pass 2), each over :data:`SPAN` blocks per call with the GIL released.
+Sums (‖δ‖₁, ‖δ̃‖₁, the report's ‖δ‖₂², ‖b‖₂²) are float64 and defined, not left to a BLAS: per block
+of :data:`BLOCK` elements, lane ``i mod 8`` adds element ``i`` in index order, the lanes combine as
+``((L0+L1)+(L2+L3))+((L4+L5)+(L6+L7))`` and block totals add in block order — so the DARE rescale
+factor, and the output, are the same on every machine. The input files are memory-mapped
+(:class:`_Inputs`: tensors are views of the page cache, no copies; finished pages are dropped from
+the mapping); each file's sha256 is computed by its own thread (:func:`micota.io.sha256_file`,
+reading through an L2-sized buffer) beside the merge. A tensor above :data:`HOLD` elements (the
+embedding) drops its pages behind each pass. DARE masks: block ``j`` of a tensor keeps element ``i``
+when the ``i``-th uint32 of ``SFC64(SeedSequence([seed(tensor), j]))`` (numpy's generator, low half
+of each 64-bit word first) is below ``density·2³²`` — independent of the thread count and of the
+block order; drawn once for the tensor (eight blocks' streams side by side), kept as bits for both
+passes. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by lowest index): a
+strided sample brackets the threshold, pass 1 counts the keys above the bracket and collects those
+inside, ``np.partition`` finishes (:func:`_topk_threshold`; a missed bracket costs an extra pass).
 """
 
 from __future__ import annotations
@@ -378,6 +385,7 @@ def run_fast(plan: FastPlan, tmp: Path, threads: int) -> tuple[list[str], dict[s
     from tqdm import tqdm
 
     cfg = plan.cfg
+    kernel.lib()  # built on first use; no compiler: one line before any work starts
     specs = sorted((t.name, t.out, t.b.shape) for t in plan.tensors)
     try:
         inputs = _Inputs(plan.files)
