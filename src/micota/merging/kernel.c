@@ -209,15 +209,20 @@ CLONES void mk_apply(mk_job *j) {
                 for (int i = 0; i < m; i++) key[i] = D.u[i] & 0x7FFFFFFFu;
                 topk_keep(j, key, K.f, m);
             }
-            for (int i = 0; i < m; i++) D.f[i] *= K.f[i]; /* a product, as numpy's: -0.0 and NaN behave alike */
         }
-        if (j->has_scale) for (int i = 0; i < m; i++) D.f[i] *= j->scale;
-        for (int i = 0; i < m; i++) D.f[i] *= j->w;
-        if (j->has_div) for (int i = 0; i < m; i++) D.f[i] /= j->div;
-        if (j->has_lam) for (int i = 0; i < m; i++) D.f[i] *= j->lam;
-        for (int i = 0; i < m; i++) B.f[i] += D.f[i];
-        const float lim = j->limit;
-        for (int i = 0; i < m; i++) bad |= !((B.f[i] < lim) & (B.f[i] > -lim)); /* NaN, ±inf, rounds to inf */
+        const float sc = j->scale, w = j->w, dv = j->div, lam = j->lam, lim = j->limit;
+        const int masked = j->bits || j->topk, hs = j->has_scale, hd = j->has_div, hl = j->has_lam;
+        for (int i = 0; i < m; i++) { /* one float32 operation per step, in fast.py's order */
+            float d = D.f[i];
+            if (masked) d *= K.f[i]; /* a product, as numpy's: -0.0 and NaN behave alike */
+            if (hs) d *= sc;
+            d *= w;
+            if (hd) d /= dv;
+            if (hl) d *= lam;
+            const float o = B.f[i] + d;
+            bad |= !((o < lim) & (o > -lim)); /* NaN, ±inf, values that round to inf */
+            B.f[i] = o;
+        }
         if (j->out_bf16) { /* round to nearest, ties to even (finite values) */
             uint16_t *o = (uint16_t *)j->out + (at - j->start);
             for (int i = 0; i < m; i++) {
