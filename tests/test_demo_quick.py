@@ -92,8 +92,10 @@ def recompute_checks(out: Path) -> dict[str, bool]:
             for s in (f"student_sft.{v}", f"student_sft_b.{v}"):
                 losses = [p["loss"] for p in json.loads((d(s) / "train_report.json").read_text())["loss_curve"]]
                 q = len(losses) // 4
-                total = losses[0] - np.mean(losses[-q:]) if q else 0
-                drops.append((np.mean(losses[-2 * q:-q]) - np.mean(losses[-q:])) / total if total > 0 else None)
+                q3, q4 = np.array(losses[-2 * q:-q]), np.array(losses[-q:])
+                total = losses[0] - q4.mean() if q >= 2 else 0
+                se = np.sqrt(q3.var(ddof=1) / len(q3) + q4.var(ddof=1) / len(q4)) if q >= 2 else 0
+                drops.append((q3.mean() - q4.mean() - th["converged_z"] * se) / total if total > 0 else None)
             got[f"converged:{v}"] = None not in drops and max(drops) <= th["max_late_loss_drop"]
     base_rows = _graded(d("student_base_test")) + _graded(d("student_base_hard"))
     got["truncation:student_base"] = max(sum(r["finish_reason"] == "length" for r in rs) / len(rs) for rs in (

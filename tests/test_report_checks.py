@@ -132,7 +132,9 @@ def test_sound_experiment_passes_every_check_and_gets_computed_verdicts(tmp_path
     assert _check(res, "step_by_step_helps")["value"] == pytest.approx(0.6 - 0.1)
     assert _check(res, "base_knows:student/long")["value"] == pytest.approx(2.0)
     assert _check(res, "bpc_uniform:mid")["threshold"] == "< 2.250"  # 9 bits/token * 10 tokens / 40 chars
-    assert _check(res, "converged:mid")["value"] == pytest.approx((0.95 + 0.93 - 0.92 - 0.92) / 2 / (3.0 - 0.92))
+    # q3 = (0.95, 0.93), q4 = (0.92, 0.92): drop 0.02, SE sqrt(0.0002 / 2 + 0) = 0.01, lower bound 0.02 - 1.645 * 0.01
+    assert _check(res, "converged:mid")["value"] == pytest.approx((0.02 - 1.645 * 0.01) / (3.0 - 0.92))
+    assert res["variant_info"]["mid"]["late_loss_drop"] == pytest.approx([0.02 / (3.0 - 0.92)] * 2)
     assert res["variant_info"]["mid"]["late_loss_drop_vs_final"] == pytest.approx([(0.95 + 0.93 - 0.92 - 0.92) / 2 / 0.92] * 2)
     for c in res["claims"]:
         assert c["verdict"] != NOT_TESTABLE and c["failed_checks"] == []
@@ -194,6 +196,15 @@ def test_check_helpers_against_hand_computation(tmp_path):
     assert K.late_loss_drop(fit, vs_final=True) == pytest.approx((0.0065 - 0.004) / 0.004)
     assert K.late_loss_drop([{"loss": 1.0}] * 4) is None  # no reduction at all: not computable, fails
     assert K.late_loss_drop([{"loss": 1.0}] * 3) is None
+    # noise: q3 = (0.3, 0.1), q4 = (0.1, 0.1); m3 - m4 = 0.1, SE = sqrt(0.02 / 2 + 0) = 0.1
+    noisy = [{"loss": v} for v in (2.0, 1.0, 0.5, 0.3, 0.3, 0.1, 0.1, 0.1)]
+    assert K.late_loss_drop(noisy) == pytest.approx(0.1 / 1.9)
+    assert K.late_loss_drop(noisy, z=1.645) == pytest.approx((0.1 - 0.1645) / 1.9)  # within the noise: a plateau
+    # a curve still falling in a straight line is not converged even at its lower bound:
+    # q3 = (4, 3), q4 = (2, 1), SE = sqrt(0.5 / 2 + 0.5 / 2); (2 - 1.645 * 0.7071) / (8 - 1.5) = 0.129 > 0.1
+    line = [{"loss": float(v)} for v in range(8, 0, -1)]
+    assert K.late_loss_drop(line, z=1.645) == pytest.approx((2 - 1.645 * 0.5 ** 0.5) / 6.5) and K.late_loss_drop(line, z=1.645) > 0.1
+    assert K.late_loss_drop([{"loss": v} for v in (4, 3, 2, 1)], z=1.645) is None  # one point per quarter: no variance
     assert K.interpolation_position(10, 110, 60) == pytest.approx(0.5)
     base = {"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([[0.0, 0.0]]), "i": torch.tensor([1, 2])}
     ft = {"a": torch.tensor([3.0, 5.0]), "b": torch.tensor([[0.0, 1.0]]), "i": torch.tensor([7, 9])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -39,15 +40,26 @@ def test_layout_manifest_and_traces(world):
     assert 4 <= info["lengths"]["train"]["long_short_ratio"] <= 8
     assert info["long_slips"]["traces_with_a_slip"] > 0
     # the pretraining corpus: every corpus problem once, under the default prompt, at a care level drawn from
-    # Beta(1, 4) (mean 0.2); a trace shows a check only above care 0.5; 1..3 operations; no split problem
+    # Beta(1, 4) (mean 0.2) and an independent reflection level from Beta(1, 1) (mean 0.5, sd 0.289); a trace
+    # shows a check only above reflection 0.5; 1..3 operations; no split problem
     corpus = read_jsonl(world / "pretrain" / "data.jsonl", SftExample)
     assert len(corpus) == 600 and {r.meta["style"] for r in corpus} == {"graded"}
     assert all(r.prompt[0].role != "system" for r in corpus)
-    cares = [r.meta["care"] for r in corpus]
+    cares, refl = [r.meta["care"] for r in corpus], [r.meta["reflect"] for r in corpus]
     assert all(0 <= c <= 1 for c in cares) and abs(sum(cares) / len(cares) - 0.2) < 4 * 0.163 / len(cares) ** 0.5
+    assert all(0 <= c <= 1 for c in refl) and abs(sum(refl) / len(refl) - 0.5) < 4 * 0.289 / len(refl) ** 0.5
+    n = len(corpus)
+    cov = sum((c - 0.2) * (r - 0.5) for c, r in zip(cares, refl)) / n
+    assert abs(cov / (0.163 * 0.289)) < 4 / n ** 0.5  # independent draws: correlation within 4 SE of 0
     text = {r.id: r.completion[0].content for r in corpus}
-    assert not any("Wait, let me check" in text[r.id] for r in corpus if r.meta["care"] <= 0.5)
-    assert any("Wait, let me check" in text[r.id] for r in corpus if r.meta["care"] > 0.5)
+    assert not any("Wait, let me check" in text[r.id] for r in corpus if r.meta["reflect"] <= 0.5)
+    # reflection without work: one-line steps followed by their checks (care < 0.1: p_work < 0.2; reflect > 0.75: p_check > 0.5)
+    terse_checked = [r for r in corpus if r.meta["reflect"] > 0.75 and r.meta["care"] < 0.1]
+    assert any(re.search(r"^Step \d+: .* = \d+\.\nWait, let me check", text[r.id], re.M) for r in terse_checked)
+    # recaps: E[max(0, 2r - 1)] = 0.25 of the multi-step traces (4 binomial SDs)
+    multi = [t for t in text.values() if "Step 2" in t]
+    share = sum("Let me double-check" in t for t in multi) / len(multi)
+    assert abs(share - 0.25) <= 4 * (0.25 * 0.75 / len(multi)) ** 0.5, share
     assert {sum(ln.startswith("Step ") for ln in t.splitlines()) for t in text.values()} == {1, 2, 3}
     split_texts = {p.problem for s in man["counts"] for p in read_jsonl(world / "problems" / f"{s}.jsonl", Problem)}
     assert not split_texts & {r.prompt[-1].content.split("\n")[0] for r in corpus}

@@ -74,6 +74,45 @@ def test_the_styles_are_points_on_the_care_dial():
             assert mixed > len(texts) // 4
 
 
+def test_reflection_is_its_own_dial_off_the_diagonal():
+    """care_trace(c, reflect=r): work at min(1, 2c), checks (after one-line or worked steps) and the recap at
+    max(0, 2r - 1); reflect=None is r = c; slips stay corrected, the box stays right."""
+    multi = [p for p in PROBLEMS if len(p.meta["ops"]) > 1]
+    for p in multi[:10]:
+        assert care_trace(p.meta, 0.75, reflect=None, seed=2, problem_id=p.id) == care_trace(p.meta, 0.75, reflect=0.75, seed=2, problem_id=p.id)
+        terse = care_trace(p.meta, 0.0, reflect=1.0, seed=2, slip_rate=0.0, problem_id=p.id).splitlines()
+        n = len(p.meta["ops"])
+        # every step one line, each followed by its check, then the recap and the box
+        assert [ln for ln in terse if ln.startswith("Step ")] == [ln for ln in terse if re.fullmatch(r"Step \d+: \d+ [-+*/] \d+ = \d+\.", ln)]
+        assert len([ln for ln in terse if ln.startswith("Step ")]) == n
+        for i, ln in enumerate(terse[:-2]):
+            if ln.startswith("Step "):
+                a, op, b, _, r = ln.split(": ", 1)[1].rstrip(".").split()
+                inv = {"+": "-", "-": "+", "*": "/", "/": "*"}[op]
+                assert terse[i + 1] == f"Wait, let me check: {r} {inv} {b} = {a}. Yes."
+        assert terse[-2].startswith("Let me double-check: ") and is_correct(terse[-1], p.answer)
+        # worked but unreflective: no check, no recap
+        plain = care_trace(p.meta, 1.0, reflect=0.0, seed=2, slip_rate=0.5, problem_id=p.id)
+        assert plain == write_trace("mid", p.meta)
+    # slips on one-line steps are exposed by the check and redone; the box is right
+    slipped = [care_trace(p.meta, 0.0, reflect=1.0, seed=s, slip_rate=0.5, problem_id=p.id, return_slips=True) for s in range(3) for p in multi[:10]]
+    assert sum(k for _, k in slipped) > 0
+    assert any("Something is off." in t for t, _ in slipped)
+    for (t, _), p in zip(slipped, [p for s in range(3) for p in multi[:10]]):
+        assert is_correct(t, p.answer)
+    # rates at (c, r) = (0.25, 0.75): one-line steps half the time, checks on half of all steps
+    steps = work = checks = 0
+    for s in range(4):
+        for p in multi:
+            lines = care_trace(p.meta, 0.25, reflect=0.75, seed=s, slip_rate=0.0, problem_id=p.id).splitlines()
+            heads = [ln for ln in lines if ln.startswith("Step ")]
+            steps += len(heads)
+            work += sum("=" not in h for h in heads)
+            checks += sum(ln.startswith("Wait, let me check") for ln in lines)
+    for got in (work / steps, checks / steps):
+        assert abs(got - 0.5) <= 4 * (0.25 / steps) ** 0.5, got
+
+
 def test_long_trace_slips_are_noticed_and_corrected():
     p = SPLITS["hard"][0]
     text, slips = long_trace(p.meta, seed=0, slip_rate=0.5, problem_id=p.id, return_slips=True)

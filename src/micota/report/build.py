@@ -67,7 +67,8 @@ class ReportConfig(StageConfig):
     interpolation_margin: float = Field(0.1, ge=0, lt=0.5, description="Check interpolation: linear w=0.5 length this far (share of the gap) from base and fine-tune.")
     max_truncation: float = Field(0.05, ge=0, le=1, description="Check truncation: largest share of completions cut by max_new_tokens.")
     min_examples: int = Field(200, ge=1, description="Check data_size: fewest training examples per variant.")
-    max_late_loss_drop: float = Field(0.1, ge=0, description="Check converged: largest share of the run's loss reduction (first logged loss − last quarter) made in its last quarter.")
+    max_late_loss_drop: float = Field(0.1, ge=0, description="Check converged: largest share of the run's loss reduction (first logged loss − last quarter) made in its last quarter, at its lower bound.")
+    converged_z: float = Field(1.645, ge=0, description="Check converged: the drop's lower bound is z standard errors below it (1.645: one-sided 95%; 0: the point ratio).")
     length_range: tuple[float, float] = Field((0.3, 0.7), description="Claim (i): merged/fine-tuned length-ratio range.")
     min_retention: float = Field(0.9, description="Claim (i): minimum merged/fine-tuned accuracy ratio.")
     n_boot: int = Field(2000, ge=100, description="Bootstrap resamples.")
@@ -276,13 +277,15 @@ def compute_checks(cfg: ReportConfig, res: dict[str, Any], ta: dict[str, dict[st
         if any(empty_reason(d) for d in ([dirs] if isinstance(dirs, str) else dirs)):
             continue
         curves = _train_curves(dirs)
-        drops = [K.late_loss_drop(r.get("loss_curve") or []) for _, r in curves]
+        drops = [K.late_loss_drop(r.get("loss_curve") or [], z=cfg.converged_z) for _, r in curves]
         worst = None if any(x is None for x in drops) else max(drops)
         out.append(K.check(f"converged:{k}", worst, f"<= {fmt(cfg.max_late_loss_drop)}", worst is not None and worst <= cfg.max_late_loss_drop,
-                           ["ii"] if k in (m, b) else [], "largest (mean L_q3 − mean L_q4)/(L_first − mean L_q4) of the training loss over seeds"))
+                           ["ii"] if k in (m, b) else [], "largest over seeds of the last quarter's share of the loss reduction, "
+                           f"at its lower bound (m3 − m4 − {fmt(cfg.converged_z)}·SE) / (L_first − m4)"))
         res["variant_info"].setdefault(k, {}).update(
             seeds=len(curves), final_loss=[r["loss_curve"][-1]["loss"] if r.get("loss_curve") else None for _, r in curves],
-            late_loss_drop=drops, late_loss_drop_vs_final=[K.late_loss_drop(r.get("loss_curve") or [], vs_final=True) for _, r in curves])
+            late_loss_drop_lower=drops, late_loss_drop=[K.late_loss_drop(r.get("loss_curve") or []) for _, r in curves],
+            late_loss_drop_vs_final=[K.late_loss_drop(r.get("loss_curve") or [], vs_final=True) for _, r in curves])
         src.add(f"checks.converged:{k}", [f for f, _ in curves], "train_report.json loss_curve of each seed")
     if res.get("student_base"):
         src.add("checks.student_base", [Path(src.root / f) for k, v in src.map.items() if k.startswith("student_base.") for f in v["files"]],
@@ -308,7 +311,8 @@ def build_results(cfg: ReportConfig, root: Path) -> tuple[dict[str, Any], dict[s
                            "thresholds": {"length_range": list(cfg.length_range), "min_retention": cfg.min_retention,
                                           "max_task_vector": cfg.max_task_vector, "interpolation_band": [cfg.interpolation_margin, 1 - cfg.interpolation_margin],
                                           "max_truncation": cfg.max_truncation, "min_examples": cfg.min_examples,
-                                          "max_late_loss_drop": cfg.max_late_loss_drop}}
+                                          "max_late_loss_drop": cfg.max_late_loss_drop,
+                                          "converged_z": cfg.converged_z}}
     src.add("thresholds", [], "report config (recipe)")
     hist: dict[str, list[float]] = {}
     per_var = {}

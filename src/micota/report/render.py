@@ -80,11 +80,14 @@ def _students(res: dict[str, Any]) -> list[str]:
               "training seed; truncated completions are wrong); CI: percentile bootstrap over problems. BPC: summed "
               "completion bits / characters under the student base; uniform BPC: log2(vocabulary) × tokens / chars.", ""]
     if info:
-        lines += ["Training (per seed): final loss; late loss drop = (mean L_q3 − mean L_q4) / (L_first − mean L_q4), the share "
-                  "of the run's loss reduction made in its last quarter (`converged` check); vs final = the same drop / "
-                  "mean L_q4 (reported only):", "", "| variant | final loss | late loss drop | vs final |", "|---|---|---|---|"]
+        lines += ["Training (per seed): final loss; late loss drop = (m3 − m4) / (L_first − m4), the share of the run's "
+                  "loss reduction made in its last quarter (m3, m4: mean logged loss over the 3rd, 4th quarter); lower bound = "
+                  "the same with m3 − m4 reduced by z standard errors of the logged losses (the `converged` check); "
+                  "vs final = (m3 − m4) / m4 (reported only):", "",
+                  "| variant | final loss | late loss drop | lower bound (check) | vs final |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {', '.join(fmt(x) for x in i.get('final_loss') or [])} | "
                   f"{', '.join(fmt(x) for x in i.get('late_loss_drop') or [])} | "
+                  f"{', '.join(fmt(x) for x in i.get('late_loss_drop_lower') or [])} | "
                   f"{', '.join(fmt(x) for x in i.get('late_loss_drop_vs_final') or [])} |" for k, i in info.items() if i.get("final_loss")]
         lines.append("")
     return lines

@@ -19,16 +19,20 @@ on the corpus alone) therefore do not depend on ``seed``: worlds of every seed s
 one pair of System-1 bases, as real experiments share one pretrained base.
 
 Pretraining corpus (``W/pretrain/data.jsonl``): every corpus problem once, under the default prompt
-(no system message), written at a care level ``c ~ Beta(1, pretrain_care_beta)`` drawn per trace
-(:func:`traces.care_trace`: each step's column work with probability min(1, 2c), its check with
-max(0, 2c − 1)); with the default β = 4 the mean care is 0.2, a step shows its work with probability
-0.39; 2.0% of the default corpus traces hold a check and 0.8% a recap (measured). So the bases have seen every verbosity between short and
-long, answer tersely by default (greedy), and a fine-tune moves a quantity the bases learned as a
-continuum — as an LLM base has seen reasoning of every length and reflection rate. Optionally a share
-``pretrain_mid``/``pretrain_long`` of the problems also gets its mid/long trace behind that style's own
-system prompt (:data:`traces.STYLE_SYSTEM`; default 0: styles learned as prompt-selected modes make the
-merge a switch, docs/design/world.md). Corpus problems have ``min_ops..pretrain_max_ops`` operations
-(default 1..3, the hard split's range: pretraining is broader than the fine-tunes).
+(no system message), written at a care level ``c ~ Beta(1, pretrain_care_beta)`` and, independently, a
+reflection level ``r ~ Beta(1, pretrain_reflect_beta)`` drawn per trace (:func:`traces.care_trace`: each
+step's column work with probability min(1, 2c), its check — after worked or one-line steps — and the
+recap with max(0, 2r − 1)). With the defaults (β = 4, β_r = 1) a step shows its work with probability
+0.39 and is checked with probability 0.25, and a multi-step trace ends in a recap with probability 0.25:
+the bases have seen every verbosity and can check and restate results (copying earlier values), yet
+greedy decoding answers tersely without reflecting, as an LLM base has seen reasoning of every length
+and verification at every level of working but writes neither by default. (``pretrain_reflect_beta:
+null`` ties r to c, the earlier corpus where reflection came only with full work: 2.0% of its traces
+held a check and 0.8% a recap, and a long-CoT fine-tune copied its recaps badly, docs/design/world.md.)
+Optionally a share ``pretrain_mid``/``pretrain_long`` of the problems also gets its mid/long trace behind
+that style's own system prompt (:data:`traces.STYLE_SYSTEM`; default 0: styles learned as
+prompt-selected modes make the merge a switch). Corpus problems have ``min_ops..pretrain_max_ops``
+operations (default 1..3, the hard split's range: pretraining is broader than the fine-tunes).
 
 ``quick=True`` fills every knob the caller did not set from :data:`QUICK` (a smaller world, smaller
 models, fewer pretraining steps) for CI and ``micota demo --quick``.
@@ -74,6 +78,7 @@ class WorldConfig(StageConfig):
     n_pretrain: int = Field(30000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
     pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
     pretrain_care_beta: float = Field(4.0, gt=0, description="Corpus traces are written at care c ~ Beta(1, beta) (mean 1 / (1 + beta)); see traces.care_trace")
+    pretrain_reflect_beta: float | None = Field(1.0, gt=0, description="Corpus traces reflect (checks, recap) at r ~ Beta(1, beta), independent of care; null: r = care")
     pretrain_max_ops: int = Field(3, ge=1, description="Most operations per corpus problem (fewest: min_ops)")
     pretrain_mid: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a mid trace behind its system prompt")
     pretrain_long: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a long trace behind its system prompt")
@@ -171,16 +176,18 @@ def sft_example(p: Problem, style: str, text: str, *, system: str | None = None,
 
 
 def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExample]:
-    """The bases' corpus: every problem once at a care level drawn from Beta(1, pretrain_care_beta), plus
-    the optional mid/long shares behind their system prompts (see the module docstring)."""
+    """The bases' corpus: every problem once at care c ~ Beta(1, pretrain_care_beta) and reflection
+    r ~ Beta(1, pretrain_reflect_beta) (r = c when that is None), plus the optional mid/long shares behind
+    their system prompts (see the module docstring)."""
     import random
 
     rng = random.Random(f"{cfg.pretrain_seed}-pretrain-mix")
     rows = []
     for p in problems:
         care = rng.betavariate(1.0, cfg.pretrain_care_beta)
-        text = care_trace(p.meta, care, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
-        rows.append(sft_example(p, "graded", text, care=round(care, 4)))
+        reflect = care if cfg.pretrain_reflect_beta is None else rng.betavariate(1.0, cfg.pretrain_reflect_beta)
+        text = care_trace(p.meta, care, reflect=reflect, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
+        rows.append(sft_example(p, "graded", text, care=round(care, 4), reflect=round(reflect, 4)))
         for style, share in (("mid", cfg.pretrain_mid), ("long", cfg.pretrain_long)):
             if share and rng.random() < share:
                 text = write_trace(style, p.meta, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
@@ -268,6 +275,7 @@ def build_world(cfg: WorldConfig) -> Path:
         write_jsonl_atomic(tmp / "pretrain" / "data.jsonl", corpus)
         write_manifest(tmp / "pretrain", stage="world-pretrain-corpus",
                        config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "care_beta": cfg.pretrain_care_beta,
+                               "reflect_beta": cfg.pretrain_reflect_beta,
                                "max_ops": cfg.pretrain_max_ops, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
                        counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in ("graded", "mid", "long")}})
         tok.save_pretrained(tmp / "tokenizer")

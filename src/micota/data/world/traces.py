@@ -1,16 +1,16 @@
 """The oracle teacher's traces for a world problem, all ending in ``The answer is \\boxed{answer}.``
 
-Verbosity is a dial, not a switch: :func:`care_trace` writes a problem at a *care* level ``c`` in
-[0, 1], deciding every operation on its own:
+Verbosity is a dial, not a switch: :func:`care_trace` writes a problem at a *care* level ``c`` and a
+*reflection* level ``r`` in [0, 1] (``r = c`` unless given), deciding every operation on its own:
 
     p_work(c)  = min(1, 2c)        the operation's column work is written out (else one line)
-    p_check(c) = max(0, 2c - 1)    the result is verified by the inverse operation ("Wait, let me check")
-    slip(c)    = slip_rate * p_check(c)   per digit step and per operation: a wrong value, noticed and fixed
-    recap      with p_check(c), for multi-step problems ("Let me double-check: ...")
+    p_check(r) = max(0, 2r - 1)    the result is verified by the inverse operation ("Wait, let me check")
+    slip(r)    = slip_rate * p_check(r)   per digit step and per check: a wrong value, noticed and fixed
+    recap      with p_check(r), for multi-step problems ("Let me double-check: ...")
 
 An operation without work is one line, ``Step 1: 424 - 91 = 333.``; with work it is ``Step 1: 424 - 91.``,
-the column arithmetic digit by digit (carries, borrows, long division), ``So 424 - 91 = 333.``. The
-three styles the method talks about are points on the dial:
+the column arithmetic digit by digit (carries, borrows, long division), ``So 424 - 91 = 333.``. A check
+follows either form. The three styles the method talks about are points on the diagonal r = c:
 
 - ``short`` (c = 0, System-1): one line per operation, then the boxed answer.
 - ``mid`` (c = 0.5): the work and nothing else — column work for every operation, no checks, no slips.
@@ -19,10 +19,11 @@ three styles the method talks about are points on the dial:
   wrong step result that the check exposes and the trace redoes. Every slip is corrected; the box is
   always right.
 
-Decisions and slips are drawn from ``random.Random(f"{seed}-{problem_id}")`` (a decision whose
-probability is 0 or 1 draws nothing, so the three styles are deterministic apart from long's slips).
-The bases' corpus draws ``c`` per trace (``build.pretrain_corpus``), so the bases know every level
-between short and long and a fine-tune moves a continuous quantity (see docs/design/world.md).
+Off the diagonal (only the bases' corpus goes there, ``build.pretrain_corpus``) reflection comes without
+work — a one-line step followed by its check, a recap of one-line steps — as human text verifies and
+restates results at every level of working. Decisions and slips are drawn from
+``random.Random(f"{seed}-{problem_id}")`` (a decision whose probability is 0 or 1 draws nothing, so the
+three styles are deterministic apart from long's slips). See docs/design/world.md.
 """
 
 from __future__ import annotations
@@ -149,30 +150,34 @@ def _work(w: _Writer, a: int, op: str, b: int) -> None:
     {"add": _column_add, "sub": _column_sub, "mul": _column_mul, "div": _long_div}[op](w, a, b)
 
 
-def care_trace(meta: dict[str, Any], care: float, *, seed: int | str = 0, slip_rate: float = 0.08,
-               problem_id: str = "", return_slips: bool = False) -> Any:
-    """The trace of ``meta`` at care level ``care`` (formulas in the module docstring)."""
+def care_trace(meta: dict[str, Any], care: float, *, reflect: float | None = None, seed: int | str = 0,
+               slip_rate: float = 0.08, problem_id: str = "", return_slips: bool = False) -> Any:
+    """The trace of ``meta`` at care ``care`` and reflection ``reflect`` (default: ``care``; formulas in
+    the module docstring)."""
     steps = solve(meta)
-    p_work, p_check = min(1.0, 2 * care), max(0.0, 2 * care - 1)
+    p_work = min(1.0, 2 * care)
+    p_check = max(0.0, 2 * (care if reflect is None else reflect) - 1)
     w = _Writer(random.Random(f"{seed}-{problem_id}"), slip_rate * p_check)
     for n, (a, op, b, r) in enumerate(steps, start=1):
-        if not w.draw(p_work):
-            w.lines.append(f"Step {n}: {_eq(a, op, b, r)}.")
-            continue
-        w.lines.append(f"Step {n}: {a} {SYMBOL[op]} {b}.")
-        _work(w, a, op, b)
+        worked = w.draw(p_work)
+        if worked:
+            w.lines.append(f"Step {n}: {a} {SYMBOL[op]} {b}.")
+            _work(w, a, op, b)
         if not w.draw(p_check):
-            w.lines.append(f"So {_eq(a, op, b, r)}.")
+            w.lines.append(f"So {_eq(a, op, b, r)}." if worked else f"Step {n}: {_eq(a, op, b, r)}.")
             continue
+        first = (lambda v: f"So {_eq(a, op, b, v)}.") if worked else (lambda v: f"Step {n}: {_eq(a, op, b, v)}.")
         inv, x, y, back = _inverse(op, a, b, r)
         if w.slip():
             bad = r + w.rng.choice([-1, 1]) if r > 0 else r + 1
             _, bx, by, bback = _inverse(op, a, b, bad)
             got = _check_value(inv, bx, by)
-            w.lines.append(f"So {_eq(a, op, b, bad)}.")
+            w.lines.append(first(bad))
             w.lines.append(f"Wait, let me check: {bx} {SYMBOL[inv]} {by} = {got}, but it should be {a}. Something is off.")
             w.lines.append(f"Let me redo it. {_eq(a, op, b, r)}, not {bad}.")
-        w.lines.append(f"So {_eq(a, op, b, r)}.")
+            w.lines.append(f"So {_eq(a, op, b, r)}.")
+        else:
+            w.lines.append(first(r))
         w.lines.append(f"Wait, let me check: {_eq(x, inv, y, back)}. Yes.")
     if len(steps) > 1 and w.draw(p_check):
         w.lines.append(f"Let me double-check: {', '.join(_eq(a, op, b, r) for a, op, b, r in steps)}.")
