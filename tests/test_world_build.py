@@ -121,3 +121,18 @@ def test_pretrain_smoke(world, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["complete"]
     model = load_model(out / "student")
     assert sum(p.numel() for p in model.parameters()) == json.loads((world / "world.json").read_text())["params"]["student"]
+
+
+def test_tied_reflection_is_the_earlier_corpus(tmp_path):
+    """pretrain_reflect_tied: r = c for every trace, so checks appear only above care 0.5 (the corpus
+    before reflection became its own dial); the default draws r on its own."""
+    from micota.data.world.build import pretrain_corpus
+    from micota.data.world.problems import generate_split
+
+    cfg = WorldConfig(out=tmp_path / "w", pretrain_reflect_tied=True)
+    problems = generate_split("pretrain", 300, cfg.pretrain_knobs(), seed=0, exclude=set())
+    tied = pretrain_corpus(cfg, problems)
+    assert all(r.meta["reflect"] == r.meta["care"] for r in tied)
+    assert not any("Wait, let me check" in r.completion[0].content for r in tied if r.meta["care"] <= 0.5)
+    free = pretrain_corpus(WorldConfig(out=tmp_path / "w"), problems)
+    assert sum(r.meta["reflect"] != r.meta["care"] for r in free) == len(free)

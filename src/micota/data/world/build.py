@@ -26,8 +26,8 @@ recap with max(0, 2r − 1)). With the defaults (β = 4, β_r = 1) a step shows 
 0.39 and is checked with probability 0.25, and a multi-step trace ends in a recap with probability 0.25:
 the bases have seen every verbosity and can check and restate results (copying earlier values), yet
 greedy decoding answers tersely without reflecting, as an LLM base has seen reasoning of every length
-and verification at every level of working but writes neither by default. (``pretrain_reflect_beta:
-null`` ties r to c, the earlier corpus where reflection came only with full work: 2.0% of its traces
+and verification at every level of working but writes neither by default. (``pretrain_reflect_tied:
+true`` sets r = c, the earlier corpus where reflection came only with full work: 2.0% of its traces
 held a check and 0.8% a recap, and a long-CoT fine-tune copied its recaps badly, docs/design/world.md.)
 Optionally a share ``pretrain_mid``/``pretrain_long`` of the problems also gets its mid/long trace behind
 that style's own system prompt (:data:`traces.STYLE_SYSTEM`; default 0: styles learned as
@@ -78,7 +78,8 @@ class WorldConfig(StageConfig):
     n_pretrain: int = Field(30000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
     pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
     pretrain_care_beta: float = Field(4.0, gt=0, description="Corpus traces are written at care c ~ Beta(1, beta) (mean 1 / (1 + beta)); see traces.care_trace")
-    pretrain_reflect_beta: float | None = Field(1.0, gt=0, description="Corpus traces reflect (checks, recap) at r ~ Beta(1, beta), independent of care; null: r = care")
+    pretrain_reflect_beta: float = Field(1.0, gt=0, description="Corpus traces reflect (checks, recap) at r ~ Beta(1, beta), independent of care")
+    pretrain_reflect_tied: bool = Field(False, description="Corpus reflection r = care instead (the earlier corpus: reflection only with full work)")
     pretrain_max_ops: int = Field(3, ge=1, description="Most operations per corpus problem (fewest: min_ops)")
     pretrain_mid: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a mid trace behind its system prompt")
     pretrain_long: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a long trace behind its system prompt")
@@ -177,7 +178,7 @@ def sft_example(p: Problem, style: str, text: str, *, system: str | None = None,
 
 def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExample]:
     """The bases' corpus: every problem once at care c ~ Beta(1, pretrain_care_beta) and reflection
-    r ~ Beta(1, pretrain_reflect_beta) (r = c when that is None), plus the optional mid/long shares behind
+    r ~ Beta(1, pretrain_reflect_beta) (r = c with pretrain_reflect_tied), plus the optional mid/long shares behind
     their system prompts (see the module docstring)."""
     import random
 
@@ -185,7 +186,7 @@ def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExampl
     rows = []
     for p in problems:
         care = rng.betavariate(1.0, cfg.pretrain_care_beta)
-        reflect = care if cfg.pretrain_reflect_beta is None else rng.betavariate(1.0, cfg.pretrain_reflect_beta)
+        reflect = care if cfg.pretrain_reflect_tied else rng.betavariate(1.0, cfg.pretrain_reflect_beta)
         text = care_trace(p.meta, care, reflect=reflect, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
         rows.append(sft_example(p, "graded", text, care=round(care, 4), reflect=round(reflect, 4)))
         for style, share in (("mid", cfg.pretrain_mid), ("long", cfg.pretrain_long)):
@@ -275,7 +276,7 @@ def build_world(cfg: WorldConfig) -> Path:
         write_jsonl_atomic(tmp / "pretrain" / "data.jsonl", corpus)
         write_manifest(tmp / "pretrain", stage="world-pretrain-corpus",
                        config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "care_beta": cfg.pretrain_care_beta,
-                               "reflect_beta": cfg.pretrain_reflect_beta,
+                               "reflect_beta": None if cfg.pretrain_reflect_tied else cfg.pretrain_reflect_beta,
                                "max_ops": cfg.pretrain_max_ops, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
                        counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in ("graded", "mid", "long")}})
         tok.save_pretrained(tmp / "tokenizer")
