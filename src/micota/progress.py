@@ -5,6 +5,9 @@ the work already on disk (``k``), so a resumed run says ``resuming k/N`` and its
 is left. The innermost live bar is remembered: on Ctrl-C the CLI prints
 ``interrupted — rerun the same command to resume (k/N done)`` from it (:func:`interrupted_line`).
 
+A loop that writes a batch and then counts it on its bar does both inside :func:`counted_write`, which
+holds Ctrl-C until the pair is done, so the line never reports fewer rows than are on disk.
+
 Backends that decode token by token call :func:`decode_step` so a bar moves inside a long batch
 (``decoding 312/1024 tokens``) instead of once per batch.
 """
@@ -37,6 +40,28 @@ def progress_bar(total: int, *, desc: str, unit: str = "sample", done: int = 0) 
     finally:
         _bars.remove(bar)
         bar.close()
+
+
+@contextmanager
+def counted_write() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) for the block and deliver it as KeyboardInterrupt when the block ends.
+
+    Only in the main thread and only while Python's default handler is installed (elsewhere the block
+    runs as is)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def decode_step(step: int, max_steps: int) -> None:

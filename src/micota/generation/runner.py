@@ -333,7 +333,7 @@ def _results(be: GenerationBackend, batches: list[list[Problem]], prompts: dict[
 
 def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], prompts: dict[str, str],
          ntok: dict[str, int], done: set[tuple[str, int]], th: str, chash: str, shard: Path, n_wanted: int) -> int:
-    from micota.progress import progress_bar
+    from micota.progress import counted_write, progress_bar
 
     params = cfg.sampling_params()
     written = 0
@@ -352,6 +352,7 @@ def _run(cfg: GenerateConfig, be: GenerationBackend, pending: list[Problem], pro
                         finish_reason=c.finish_reason, prompt_tokens=ntok[p.id], completion_tokens=c.completion_tokens,
                         template_hash=th, config_hash=chash, seed=cfg.seed, source=p.source, problem=p.problem,
                         reference=p.answer))
-            written += w.write_batch(rows)
-            bar.update(len(rows))
+            with counted_write():  # Ctrl-C between the write and the count would report a batch too few
+                written += w.write_batch(rows)
+                bar.update(len(rows))
     return written
