@@ -11,6 +11,14 @@ import pytest
 from micota.progress import counted_write, interrupted_line, progress_bar
 
 
+@pytest.fixture(autouse=True)
+def terminal_sigint():
+    """The disposition a terminal's Ctrl-C meets (a background job, e.g. CI, inherits SIGINT ignored)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_ctrl_c_inside_the_block_is_held_until_the_count_is_done():
     steps = []
     with pytest.raises(KeyboardInterrupt):
