@@ -18,21 +18,27 @@ Splits. ``train`` (the fine-tunes' problems), ``dev`` (merge search and any sele
 on the corpus alone) therefore do not depend on ``seed``: worlds of every seed share one tokenizer and
 one pair of System-1 bases, as real experiments share one pretrained base.
 
-Pretraining corpus (``W/pretrain/data.jsonl``): every corpus problem once, under the default prompt
-(no system message), written at a care level ``c ~ Beta(1, pretrain_care_beta)`` and, independently, a
-reflection level ``r ~ Beta(1, pretrain_reflect_beta)`` drawn per trace (:func:`traces.care_trace`: each
-step's column work with probability min(1, 2c), its check — after worked or one-line steps — and the
-recap with max(0, 2r − 1)). With the defaults (β = 4, β_r = 1) a step shows its work with probability
-0.39 and is checked with probability 0.25, and a multi-step trace ends in a recap with probability 0.25:
-the bases have seen every verbosity and can check and restate results (copying earlier values), yet
-greedy decoding answers tersely without reflecting, as an LLM base has seen reasoning of every length
-and verification at every level of working but writes neither by default. (``pretrain_reflect_tied:
-true`` sets r = c, the earlier corpus where reflection came only with full work: 2.0% of its traces
-held a check and 0.8% a recap, and a long-CoT fine-tune copied its recaps badly, docs/design/world.md.)
-Optionally a share ``pretrain_mid``/``pretrain_long`` of the problems also gets its mid/long trace behind
-that style's own system prompt (:data:`traces.STYLE_SYSTEM`; default 0: styles learned as
-prompt-selected modes make the merge a switch). Corpus problems have ``min_ops..pretrain_max_ops``
-operations (default 1..3, the hard split's range: pretraining is broader than the fine-tunes).
+Pretraining corpus (``W/pretrain/data.jsonl``), two contexts (:func:`traces.care_trace` writes each step's
+column work with probability min(1, 2c), its check — after worked or one-line steps — and the recap with
+max(0, 2r − 1)):
+
+- *default prompt* (no system message, what every later stage uses): every corpus problem once at care
+  ``c ~ Beta(1, pretrain_care_beta)`` and reflection ``r = c`` (``pretrain_reflect_tied``). With β = 9 a
+  step shows its work with probability 0.19 and a trace holds a check with probability 0.002: the base
+  answers tersely and confidently, as an instruction-tuned LLM has a default style it rarely leaves.
+- *cued* (:data:`traces.CUE_SYSTEM`): a share ``pretrain_cued`` of the problems (default 1: all) also gets a
+  trace at c ~ U(0, 1) and, independently, r ~ U(0, 1) — every verbosity and every amount of checking and
+  restating, decided step by step, so the skill (column work, inverse checks, recaps that copy earlier
+  results) is learned as a graded rate in a context the default prompt does not share, as an LLM has
+  seen verification far beyond what it writes by default.
+
+With ``pretrain_reflect_tied: false`` the default context's r ~ Beta(1, pretrain_reflect_beta) instead
+(the corpus of bases ``f0a059ec3de74cd4``: reflection common under the default prompt, so the merge
+flipped it at low weight, docs/design/world.md). Optionally a share ``pretrain_mid``/``pretrain_long`` of
+the problems also gets its mid/long trace behind that style's own system prompt (:data:`traces.STYLE_SYSTEM`;
+default 0: styles learned as prompt-selected modes make the merge a switch). Corpus problems have
+``min_ops..pretrain_max_ops`` operations (default 1..3, the hard split's range: pretraining is broader
+than the fine-tunes).
 
 ``quick=True`` fills every knob the caller did not set from :data:`QUICK` (a smaller world, smaller
 models, fewer pretraining steps) for CI and ``micota demo --quick``.
@@ -50,7 +56,7 @@ from pydantic import Field, model_validator
 
 from micota.config import StageConfig
 from micota.data.world.problems import OPS, Knobs, generate_split, generate_splits
-from micota.data.world.traces import STYLE_SYSTEM, STYLES, care_trace, long_trace, write_trace
+from micota.data.world.traces import CUE_SYSTEM, STYLE_SYSTEM, STYLES, care_trace, long_trace, write_trace
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json
 from micota.manifest import is_complete, read_manifest, write_manifest
@@ -77,9 +83,10 @@ class WorldConfig(StageConfig):
     n_hard: int = Field(200, ge=1, description="Problems in the hard split (more operations, more digits)")
     n_pretrain: int = Field(30000, ge=1, description="Problems in the bases' pretraining corpus (drawn with pretrain_seed)")
     pretrain_seed: int = Field(0, description="Seed of the pretraining corpus (and so of the tokenizer); independent of seed")
-    pretrain_care_beta: float = Field(4.0, gt=0, description="Corpus traces are written at care c ~ Beta(1, beta) (mean 1 / (1 + beta)); see traces.care_trace")
-    pretrain_reflect_beta: float = Field(1.0, gt=0, description="Corpus traces reflect (checks, recap) at r ~ Beta(1, beta), independent of care")
-    pretrain_reflect_tied: bool = Field(False, description="Corpus reflection r = care instead (the earlier corpus: reflection only with full work)")
+    pretrain_care_beta: float = Field(9.0, gt=0, description="Default-prompt corpus traces are written at care c ~ Beta(1, beta) (mean 1 / (1 + beta)); see traces.care_trace")
+    pretrain_reflect_tied: bool = Field(True, description="Default-prompt corpus traces reflect at r = care (checks only with full work); false: r ~ Beta(1, pretrain_reflect_beta)")
+    pretrain_reflect_beta: float = Field(1.0, gt=0, description="With pretrain_reflect_tied false: default-prompt reflection r ~ Beta(1, beta), independent of care")
+    pretrain_cued: float = Field(1.0, ge=0, le=1, description="Share of corpus problems that also get a trace behind traces.CUE_SYSTEM at care and reflection ~ U(0, 1)")
     pretrain_max_ops: int = Field(3, ge=1, description="Most operations per corpus problem (fewest: min_ops)")
     pretrain_mid: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a mid trace behind its system prompt")
     pretrain_long: float = Field(0.0, ge=0, le=1, description="Share of corpus problems that also get a long trace behind its system prompt")
@@ -177,14 +184,20 @@ def sft_example(p: Problem, style: str, text: str, *, system: str | None = None,
 
 
 def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExample]:
-    """The bases' corpus: every problem once at care c ~ Beta(1, pretrain_care_beta) and reflection
-    r ~ Beta(1, pretrain_reflect_beta) (r = c with pretrain_reflect_tied), plus the optional mid/long shares behind
-    their system prompts (see the module docstring)."""
+    """The bases' corpus: every problem once under the default prompt at care c ~ Beta(1, pretrain_care_beta)
+    and reflection r = c (r ~ Beta(1, pretrain_reflect_beta) unless pretrain_reflect_tied), a share
+    pretrain_cued again behind the cue at c, r ~ U(0, 1), plus the optional mid/long shares behind their
+    system prompts (see the module docstring)."""
     import random
 
     rng = random.Random(f"{cfg.pretrain_seed}-pretrain-mix")
+    cue_rng = random.Random(f"{cfg.pretrain_seed}-pretrain-cue")  # its own stream: cued = 0 leaves the other rows as they were
     rows = []
     for p in problems:
+        if cfg.pretrain_cued and cue_rng.random() < cfg.pretrain_cued:
+            c, r = cue_rng.random(), cue_rng.random()
+            text = care_trace(p.meta, c, reflect=r, seed=f"{cfg.pretrain_seed}-cue", slip_rate=cfg.slip_rate, problem_id=p.id)
+            rows.append(sft_example(p, "cued", text, system=CUE_SYSTEM, care=round(c, 4), reflect=round(r, 4)))
         care = rng.betavariate(1.0, cfg.pretrain_care_beta)
         reflect = care if cfg.pretrain_reflect_tied else rng.betavariate(1.0, cfg.pretrain_reflect_beta)
         text = care_trace(p.meta, care, reflect=reflect, seed=cfg.pretrain_seed, slip_rate=cfg.slip_rate, problem_id=p.id)
@@ -200,7 +213,7 @@ def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExampl
 def _tokenizer_texts(corpus: list[SftExample]) -> list[str]:
     """The tokenizer is trained on the pretraining corpus alone, so it does not depend on ``seed``."""
     texts = [m.content for ex in corpus for m in ex.prompt + ex.completion]
-    texts += ["user\n", "assistant\n", "system\n"] * 50 + list(STYLE_SYSTEM.values()) * 20
+    texts += ["user\n", "assistant\n", "system\n"] * 50 + [v for v in STYLE_SYSTEM.values() if v] * 20 + [CUE_SYSTEM] * 20
     return [t for t in texts if t]
 
 
@@ -277,8 +290,8 @@ def build_world(cfg: WorldConfig) -> Path:
         write_manifest(tmp / "pretrain", stage="world-pretrain-corpus",
                        config={"seed": cfg.pretrain_seed, "n": cfg.n_pretrain, "care_beta": cfg.pretrain_care_beta,
                                "reflect_beta": None if cfg.pretrain_reflect_tied else cfg.pretrain_reflect_beta,
-                               "max_ops": cfg.pretrain_max_ops, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
-                       counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in ("graded", "mid", "long")}})
+                               "max_ops": cfg.pretrain_max_ops, "cued": cfg.pretrain_cued, "mid": cfg.pretrain_mid, "long": cfg.pretrain_long},
+                       counts={"examples": len(corpus), **{s: sum(ex.meta["style"] == s for ex in corpus) for s in ("graded", "cued", "mid", "long")}})
         tok.save_pretrained(tmp / "tokenizer")
         for r, c in configs.items():
             (tmp / "configs").mkdir(exist_ok=True)

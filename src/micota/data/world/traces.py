@@ -33,6 +33,10 @@ from typing import Any
 
 from micota.data.world.problems import SYMBOL, solve
 
+# The bases' corpus's second context (``build.pretrain_corpus``): behind this system message traces are written at
+# care and reflection drawn uniformly, so a cued trace may be terse, worked, checked or recapped, step by step.
+CUE_SYSTEM = "Take your time: show your work and check it as you see fit."
+
 # The named styles: points on the care dial.
 STYLE_CARE = {"short": 0.0, "mid": 0.5, "long": 1.0}
 STYLES = tuple(STYLE_CARE)
