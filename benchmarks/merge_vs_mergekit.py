@@ -2,12 +2,16 @@
 
 Each contender runs as a whole process on the same files; wall time and peak RSS of the process
 tree come from ``wait4`` (``ru_maxrss``). The I/O floor reads both inputs and writes one output of
-the same size. Prints medians and ratios for dare_ties and ties, and the load average at start and end
-(the CPU seconds, user + system, do not depend on the load; wall seconds do).
+the same size (the base's bytes), then fsyncs. Before every process the previous output is removed,
+``sync`` runs and the inputs are read once, so each starts with the inputs in the page cache and no
+write-back left over from another (:func:`settle`). Prints medians and ratios for dare_ties and ties,
+each rep's micota / floor ratio, and the load average at start and end (wall seconds depend on the
+load; CPU seconds, user + system, much less, though memory-bound work slows beside other processes).
 
     .venv/bin/python benchmarks/merge_vs_mergekit.py [--reps 3] [--quick] [--workdir DIR]
         [--methods dare_ties,ties] [--contenders micota,mergekit,mergekit-j1,io-floor]
         [--baseline-src OTHER_CHECKOUT/src]   # adds "micota-baseline": the same command on other sources
+    # contender io-floor-zeros: the floor before 2026-11-27 19:00 (16 MiB reads, writes zeros), for comparison
 
 ``--quick`` uses a 4-layer, 32k-vocabulary shape (a smoke run; report the default figures).
 """
@@ -27,10 +31,26 @@ from pathlib import Path
 PY = sys.executable
 BIN = Path(PY).parent
 
-# Reads into one reused buffer: a fresh 16 MiB bytes per read (the floor before 2026-11-27 17:00) costs
-# page faults that made the floor 1.0-1.5 s depending on the allocator's state, not on the I/O.
+# The floor (one process, one thread): read both inputs through one reused L2-sized buffer (the cheapest
+# read measured here: a 16 MiB buffer costs ~1.5x the CPU, its copies go to DRAM), write the base's bytes as
+# the output (real data of the output's size: before 2026-11-27 19:00 it wrote zeros from `bytes(16 MiB)`,
+# the shared zero page, a cache-hot source no merge has), then fsync.
 IO_FLOOR = r"""
-import sys, pathlib
+import os, sys, pathlib
+src = [pathlib.Path(p) for p in sys.argv[1:3]]; out = pathlib.Path(sys.argv[3]); out.mkdir()
+buf = bytearray(1 << 18); view = memoryview(buf)
+fd = os.open(out / "model.safetensors", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for i, folder in enumerate(src):
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                if i == 0:
+                    os.write(fd, view[:n])
+os.fsync(fd); os.close(fd)
+"""
+
+IO_FLOOR_ZEROS = r"""
+import os, sys, pathlib
 src = [pathlib.Path(p) for p in sys.argv[1:3]]; out = pathlib.Path(sys.argv[3]); out.mkdir()
 total = 0; buf = bytearray(1 << 24)
 for folder in src:
@@ -42,8 +62,21 @@ with open(out / "model.safetensors", "wb") as fh:
     block = bytes(1 << 24); left = total // 2
     while left > 0:
         left -= fh.write(block[: min(left, len(block))])
-    fh.flush(); __import__("os").fsync(fh.fileno())
+    fh.flush(); os.fsync(fh.fileno())
 """
+
+
+def settle(out: Path, inputs: list[Path]) -> None:
+    """The same start for every contender: the previous output removed and its dirty pages or pending
+    write-back gone (``sync``; mergekit does not fsync), and every input byte in the page cache (read once
+    through a small buffer; without it a contender after a cache drop reads from disk)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    buf = bytearray(1 << 18)
+    for f in inputs:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
 
 
 def run(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
@@ -91,8 +124,9 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
     base, ft, shape = make_pair_once(work, args.quick)
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
-    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; load average at start "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    inputs = sorted(base.glob("*.safetensors")) + sorted(ft.glob("*.safetensors"))
+    print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load "
+          f"average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
     env = {"HF_HUB_OFFLINE": "1"}
     if "micota" in args.contenders.split(","):  # the kernel's one-time build (first use) is not part of a run
@@ -110,6 +144,7 @@ def main() -> None:
             "mergekit-j1": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",
                                   "--out-shard-size", "100M", "--no-write-model-card", "--quiet"],
             "io-floor": [PY, "-c", IO_FLOOR, str(base), str(ft), "{out}"],
+            "io-floor-zeros": [PY, "-c", IO_FLOOR_ZEROS, str(base), str(ft), "{out}"],
         }
         contenders = {k: v for k, v in contenders.items() if k in args.contenders.split(",")}
         if args.baseline_src:
@@ -119,7 +154,7 @@ def main() -> None:
         for rep in range(args.reps):
             for name, cmd in contenders.items():
                 out = work / "out"
-                shutil.rmtree(out, ignore_errors=True)
+                settle(out, inputs)
                 extra = {"PYTHONPATH": args.baseline_src} if name == "micota-baseline" else {}
                 wall, rss, cpu = run([c.replace("{out}", str(out)) for c in cmd], {**env, **extra})
                 results[method][name].append((wall, rss, cpu))
@@ -127,7 +162,7 @@ def main() -> None:
                       file=sys.stderr, flush=True)
         shutil.rmtree(work / "out", ignore_errors=True)
 
-    print(f"load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{time.strftime('%H:%M:%S %Z')}, load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\n| method | contender | wall s (median of {args.reps}) | CPU s (median) | peak RSS MiB (max) |")
     print("|---|---|---|---|---|")
     for method, by in results.items():
@@ -146,6 +181,11 @@ def main() -> None:
         print(f"| {method} | **ratios** | wall: mergekit-best/micota = {best_mk / m[0]:.2f}x (goal >= 3), micota/io-floor = "
               f"{m[0] / floor[0]:.2f}x (goal <= 1.5) | CPU: mergekit-best/micota = {best_cpu / m[2]:.2f}x, micota/io-floor = "
               f"{m[2] / floor[2]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} (goal <= 0.33) |")
+    for method, by in results.items():  # each rep's micota beside the floor run in the same rep (drift cancels)
+        if "micota" in by and "io-floor" in by:
+            pairs = [a[0] / b[0] for a, b in zip(by["micota"], by["io-floor"])]
+            print(f"{method}: micota/io-floor wall, rep by rep: {' '.join(f'{r:.2f}' for r in pairs)} "
+                  f"(median {statistics.median(pairs):.2f}x)")
 
 
 if __name__ == "__main__":

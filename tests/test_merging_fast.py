@@ -127,7 +127,7 @@ def test_top_k_selection_is_exact_with_ties_and_a_missed_bracket(tmp_path, monke
     src = fast._Source(t, (b.view(np.uint32), d.view(np.uint32)))
     k = int(0.37 * n)
     for sample in (np.abs(d).view(np.uint32).copy(), np.zeros(10, np.uint32), np.full(10, 0x7F000000, np.uint32)):
-        thr, r = fast._topk_threshold(src, n, k, sample)
+        thr, r = fast._topk_threshold(src, n, k, fast._bracket(sample, n, k))
         keys = np.abs(d).view(np.uint32)
         assert int((keys > thr).sum()) + r == k and 0 < r <= int((keys == thr).sum())
     out = []

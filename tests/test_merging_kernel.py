@@ -74,6 +74,26 @@ def test_kernel_rescaled_ties_and_the_mask_are_numpy_sfc64(monkeypatch):
     assert stats["kept_fraction"] == [round(kept / 5321, 6)]
 
 
+
+def test_ties_sample_is_the_keys_of_runs_of_neighbours(monkeypatch):
+    """mk_sample: |δ|'s float32 bits (numpy's f32(f) − f32(b)) of elements [j·8·step, j·8·step + 8), every
+    element for step 1, across several spans of a streamed tensor and partial runs at the end."""
+    monkeypatch.setattr(fast, "BLOCK", 1000)
+    monkeypatch.setattr(fast, "DROP", 2)
+    rng = np.random.default_rng(4)
+    for n in (1, 9, 1999, 7321):
+        for bf16_b, bf16_f in ((True, True), (False, False), (True, False)):
+            b, f = _raw(rng, n, bf16_b), _raw(rng, n, bf16_f, 0.5)
+            to32 = lambda r: ref.bf16_to_f32(r) if r.dtype == np.uint16 else r.view(np.float32)  # noqa: E731
+            keys = np.abs(to32(f) - to32(b)).view(np.uint32)
+            info = RawInfo("x", None, "F32", (n,), 0, 4 * n)
+            t = fast.FastTensor("x", info, info, n, "F32", {"weight": 1.0, "density": 0.5}, {})
+            for step in (1, 3, 70):
+                idx = np.arange(n) if step == 1 else np.array([i for s in range(0, n, fast.RUN * step)
+                                                               for i in range(s, min(n, s + fast.RUN))], int)
+                got = fast._Source(t, (b, f)).sample_keys(step)
+                assert np.array_equal(got, keys[idx]), (n, bf16_b, bf16_f, step)
+
 def test_numpy_reference_conversions_are_bit_exact_against_torch():
     """The reference's bf16 <-> float32 (the kernel's, by the test above) against torch's."""
     every = np.arange(1 << 16, dtype=np.uint16)

@@ -32,8 +32,9 @@ when the ``i``-th uint32 of ``SFC64(SeedSequence([seed(tensor), j]))`` (numpy's 
 of each 64-bit word first) is below ``density·2³²`` — independent of the thread count and of the
 block order; drawn once for the tensor (eight blocks' streams side by side), kept as bits for both
 passes. TIES: the exact ``k = max(1, ⌊density·n⌋)`` largest |δ| (ties broken by lowest index): a
-strided sample brackets the threshold, pass 1 counts the keys above the bracket and collects those
-inside, ``np.partition`` finishes (:func:`_topk_threshold`; a missed bracket costs an extra pass).
+sample (runs of neighbours spread over the tensor) brackets the threshold, pass 1 counts the keys
+above the bracket and collects those inside, ``np.partition`` finishes (:func:`_topk_threshold`; a
+missed bracket costs an extra pass).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ _FLOAT = {"BF16", "F32"}
 _CODE = {"bfloat16": "BF16", "float32": "F32"}
 # |x| below this stays finite in the output dtype (bf16: 0x7F7F8000 rounds to inf; float32: inf itself)
 _FINITE_BELOW = {"BF16": float(np.uint32(0x7F7F8000).view(np.float32)), "F32": float("inf")}
+RUN = 8  # TIES sample: neighbouring keys read together (see _Source.sample_keys)
 DROP = 32  # a streamed tensor's pages are dropped from this process's mapping every DROP blocks
 WRITEBACK = 64 << 20  # output bytes between background fdatasyncs (overlaps the disk write with the merge)
 
@@ -240,20 +242,21 @@ class _Source:
         self._drop(done, self.t.n)
 
     def sample_keys(self, step: int) -> np.ndarray:
-        """|δ|'s float32 bits at elements 0, step, 2·step, … (a streamed tensor's pages dropped behind)."""
-        out, span = [], BLOCK * DROP
-        for s in range(0, self.t.n, span):
-            e = min(self.t.n, s + span)
-            first = -(-s // step) * step
-            f, b = (np.array(v[first:e:step], np.uint32) for v in (self.views[1], self.views[0]))
-            if self.views[1].dtype == np.uint16:
-                f <<= 16
-            if self.views[0].dtype == np.uint16:
-                b <<= 16
-            d = f.view(np.float32) - b.view(np.float32)
-            out.append(np.bitwise_and(d.view(np.uint32), 0x7FFFFFFF))
+        """|δ|'s float32 bits at elements ``[j·RUN·step, j·RUN·step + RUN)``, j = 0, 1, … (every element when
+        ``step`` is 1; kernel ``mk_sample``): runs of :data:`RUN` neighbours read a few cache lines instead of
+        one line per key (a streamed tensor's pages dropped behind)."""
+        n = self.t.n
+        run = RUN if step > 1 else BLOCK * DROP
+        stride = run * step
+        span = max(stride, BLOCK * DROP // stride * stride)
+        out, got = np.empty(min(n, -(-n // stride) * run), np.uint32), 0
+        job, fn = self.job(), kernel.lib().mk_sample
+        for s in range(0, n, span):
+            e = min(n, s + span)
+            job.n, job.b, job.f = e - s, self.views[0][s:].ctypes.data, self.views[1][s:].ctypes.data
+            got += fn(ctypes.byref(job), stride, run, out[got:].ctypes.data)
             self._drop(s, e)
-        return np.concatenate(out) if out else np.zeros(0, np.uint32)
+        return out[:got]
 
     def stats(self, job: kernel.Job, bracket: tuple[int, int] | None = None) -> list[np.ndarray]:
         """Pass 1 over the tensor (kernel ``mk_stats``): sums, masks and counts accumulate in ``job``;
@@ -276,26 +279,27 @@ class _Source:
 
 def _bracket(sample: np.ndarray, n: int, k: int) -> tuple[int, int]:
     """Keys [lo, hi] that very likely hold the k-th largest of n, from a sample of the keys."""
-    sample = np.sort(sample)
     m = sample.size
+    if not m:
+        return 0, 0xFFFFFFFF
     idx = m - k * m / n
     margin = 6 * (m * (k / n) * (1 - k / n)) ** 0.5 + 16
-    lo = int(sample[max(0, int(idx - margin))]) if m else 0
-    hi = int(sample[min(m - 1, int(idx + margin))]) if m else 0xFFFFFFFF
-    return lo, hi
+    i, j = max(0, int(idx - margin)), min(m - 1, int(idx + margin))
+    part = np.partition(sample, i)  # order statistics i and j (two selections: ~3x cheaper than a sort)
+    return int(part[i]), int(np.partition(part[i:], j - i)[j - i])
 
 
-def _topk_threshold(src: _Source, n: int, k: int, sample: np.ndarray,
+def _topk_threshold(src: _Source, n: int, k: int, bracket: tuple[int, int],
                     counted: tuple[int, int, int, list[np.ndarray]] | None = None) -> tuple[int, int]:
     """(key, r): the top k of |δ| are the keys > key plus the first r (by index) equal to it.
 
-    Exact. A sorted sample of the keys brackets the k-th largest; one pass counts the keys above the
-    bracket and collects those inside it, where ``np.partition`` finds the threshold. ``counted``
-    (lo, hi, count, candidates) is that pass done already (merge_tensor's pass 1 with the bracket of
-    this sample). A bracket that missed (rare) is moved to the side the counts point to and the pass
-    repeated.
+    Exact. ``bracket`` (from a sample of the keys, :func:`_bracket`) very likely holds the k-th largest;
+    one pass counts the keys above it and collects those inside it, where ``np.partition`` finds the
+    threshold. ``counted`` (lo, hi, count, candidates) is that pass done already (merge_tensor's pass 1
+    with this bracket). A bracket that missed (rare) is moved to the side the counts point to and the
+    pass repeated.
     """
-    lo, hi = _bracket(sample, n, k)
+    lo, hi = bracket
     for _ in range(4):
         if counted is not None and counted[:2] == (lo, hi):
             gt, cands = counted[2], counted[3]
@@ -349,7 +353,7 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
     if masked:
         kept = job.kept
     if topk:
-        job.thr, r = _topk_threshold(src, n, k, sample, (lo, hi, job.gt, cands))
+        job.thr, r = _topk_threshold(src, n, k, (lo, hi), (lo, hi, job.gt, cands))
         job.topk, job.left, kept = 1, r, k
         if rescale:  # (not a default of any fast method) the norm after trimming needs the threshold
             again = src.job()

@@ -179,10 +179,11 @@ CLONES void mk_stats(mk_job *j) {
             }
             if (j->cands) {
                 int64_t gt = 0, nc = j->ncands;
-                const uint32_t lo = j->lo, hi = j->hi;
-                uint8_t in[CH + 8] = {0};
+                const uint32_t lo = j->lo, hi = j->hi, width = hi - lo, any = lo <= hi;
+                uint8_t in[CH + 8];
+                memset(in + m, 0, 8); /* the flags the last 8-byte test reads past m */
                 for (int i = 0; i < m; i++) gt += A.u[i] > hi;
-                for (int i = 0; i < m; i++) in[i] = (A.u[i] >= lo) & (A.u[i] <= hi);
+                for (int i = 0; i < m; i++) in[i] = any & (A.u[i] - lo <= width); /* lo <= key <= hi, one compare */
                 for (int i = 0; i < m; i += 8) { /* the few keys inside, 8 flags (bytes) tested at once */
                     uint64_t v;
                     memcpy(&v, in + i, 8);
@@ -239,4 +240,23 @@ CLONES void mk_apply(mk_job *j) {
         }
     }
     j->bad |= bad;
+}
+
+/* TIES sample: the keys (|δ|'s float32 bits, δ = f − b) of elements [s, s + run) for s = 0, stride,
+ * 2·stride, … below n; returns how many were written to out. */
+CLONES int64_t mk_sample(const mk_job *j, int64_t stride, int64_t run, uint32_t *out) {
+    buf B, D;
+    int64_t t = 0;
+    for (int64_t s = 0; s < j->n; s += stride) {
+        const int64_t e = j->n - s < run ? j->n : s + run;
+        for (int64_t at = s; at < e; at += CH) {
+            const int m = (int)(e - at < CH ? e - at : CH);
+            load(j->b, j->b_bf16, at, m, &B);
+            load(j->f, j->f_bf16, at, m, &D);
+            for (int i = 0; i < m; i++) D.f[i] -= B.f[i];
+            for (int i = 0; i < m; i++) out[t + i] = D.u[i] & 0x7FFFFFFFu;
+            t += m;
+        }
+    }
+    return t;
 }
