@@ -198,9 +198,10 @@ def test_report_task_vector_norms_match_a_hand_computation(tmp_path):
         assert all("_task_vector_sq" not in s for s in json_load(out / "merge_report.json")["tensors"].values())
 
 
-def test_mergekit_compatible_on_sharded_inputs_with_tensors_larger_than_a_chunk(tmp_path):
+def test_mergekit_compatible_on_sharded_inputs_with_tensors_larger_than_a_chunk(tmp_path, monkeypatch):
     """Byte-identity with mergekit also when tensors exceed the engine's chunk (the embedding here has
-    8.96M elements > 2 chunks of 4M, so the default mode streams it) and the inputs come in shards."""
+    8.96M elements > 2 chunks of 4M, so the default mode streams it) and the inputs come in shards; and
+    again with the chunk lowered to 1000 elements, so that every tensor but the norms and biases exceeds it."""
     from micota.merging import sparsify
 
     base, (ft,) = make_pair(tmp_path / "m", dtype="bfloat16", tie=True, hidden=64, intermediate=128, vocab=140_000,
@@ -213,6 +214,13 @@ def test_mergekit_compatible_on_sharded_inputs_with_tensors_larger_than_a_chunk(
         run_mergekit(cfg.read_text(), tmp_path / f"mk-{method}", seed=5)
         ours = merge(from_mergekit_yaml(cfg, out=str(tmp_path / f"mc-{method}"), seed=5, mergekit_compatible=True))
         assert_bytes_equal(tensors(ours), tensors(tmp_path / f"mk-{method}"), f"{method} --mergekit-compatible, sharded, big")
+    with monkeypatch.context() as m:
+        m.setattr(sparsify, "CHUNK", 1000)
+        m.setattr(sparsify, "_CHUNK", 1000)
+        for method in ("dare_ties", "ties", "task_arithmetic"):
+            ours = merge(from_mergekit_yaml(tmp_path / f"{method}.yaml", out=str(tmp_path / f"mc1000-{method}"), seed=5,
+                                            mergekit_compatible=True))
+            assert_bytes_equal(tensors(ours), tensors(tmp_path / f"mk-{method}"), f"{method} --mergekit-compatible, chunk 1000")
     from micota.merging.engine import merge as torch_merge
 
     ours = tensors(torch_merge(from_mergekit_yaml(tmp_path / "task_arithmetic.yaml", out=str(tmp_path / "df"))))
