@@ -94,6 +94,32 @@ def test_ties_sample_is_the_keys_of_runs_of_neighbours(monkeypatch):
                 got = fast._Source(t, (b, f)).sample_keys(step)
                 assert np.array_equal(got, keys[idx]), (n, bf16_b, bf16_f, step)
 
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_bracket_counts_and_candidates_on_both_code_paths(monkeypatch, portable):
+    """Pass 1's TIES bracket (keys above hi counted, keys in [lo, hi] collected in index order) — on this
+    CPU's vector path and on the portable loop (mk_portable), also for sizes not a multiple of 16."""
+    monkeypatch.setattr(fast, "BLOCK", 1000)
+    lib = kernel.lib()
+    lib.mk_portable(int(portable))
+    try:
+        rng = np.random.default_rng(5)
+        for n in (1, 15, 17, 1023, 5321):
+            b, f = _raw(rng, n, True), _raw(rng, n, True, 0.5)
+            keys = np.abs(ref.bf16_to_f32(f) - ref.bf16_to_f32(b)).view(np.uint32)
+            info = RawInfo("x", None, "BF16", (n,), 0, 2 * n)
+            t = fast.FastTensor("x", info, info, n, "BF16", {"weight": 1.0, "density": 0.5}, {})
+            s = np.sort(keys)
+            for lo, hi in ((s[n // 3], s[n // 2]), (0, 0xFFFFFFFF), (s[-1], s[-1]), (5, 4)):
+                src = fast._Source(t, (b, f))
+                job = src.job()
+                cands = src.stats(job, (int(lo), int(hi)))
+                want = keys[(keys >= lo) & (keys <= hi)]
+                got = np.concatenate(cands) if cands else np.zeros(0, np.uint32)
+                assert job.gt == int((keys > hi).sum()) and np.array_equal(got, want), (n, lo, hi, portable)
+    finally:
+        lib.mk_portable(0)
+
 def test_numpy_reference_conversions_are_bit_exact_against_torch():
     """The reference's bf16 <-> float32 (the kernel's, by the test above) against torch's."""
     every = np.arange(1 << 16, dtype=np.uint16)

@@ -262,7 +262,7 @@ class _Source:
         """Pass 1 over the tensor (kernel ``mk_stats``): sums, masks and counts accumulate in ``job``;
         with a ``bracket`` (lo, hi) also the keys above it (``job.gt``) and those inside (returned)."""
         fn, cands = kernel.lib().mk_stats, []
-        buf = np.empty(min(self.t.n, SPAN * BLOCK), np.uint32) if bracket else None
+        buf = np.empty(min(self.t.n, SPAN * BLOCK) + 16, np.uint32) if bracket else None  # + the kernel's slack
         if bracket:
             job.lo, job.hi, job.gt = max(0, bracket[0]), min(0xFFFFFFFF, bracket[1]), 0
             job.cands = buf.ctypes.data

@@ -147,6 +147,60 @@ static inline void topk_keep(mk_job *j, const uint32_t *key, float *K, int m) {
     }
 }
 
+/* TIES bracket [lo, hi] over keys a[0..m): job->gt += how many exceed hi; the keys inside are appended to
+ * job->cands in index order (which has room for 16 more than it gets). */
+static int portable_only; /* mk_portable(1): the portable loop on every CPU (so the tests run both) */
+void mk_portable(int on) { portable_only = on; }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static int bracket512(mk_job *j, const uint32_t *a, int m) {
+    const __m512i lo = _mm512_set1_epi32((int)j->lo), hi = _mm512_set1_epi32((int)j->hi);
+    const __m512i width = _mm512_set1_epi32((int)(j->hi - j->lo));
+    int64_t gt = 0, nc = j->ncands;
+    int i = 0;
+    for (; i + 16 <= m; i += 16) { /* compress the keys inside into one vector, store all 16 lanes */
+        const __m512i k = _mm512_loadu_si512(a + i);
+        const __mmask16 in = _mm512_cmple_epu32_mask(_mm512_sub_epi32(k, lo), width);
+        gt += __builtin_popcount(_mm512_cmpgt_epu32_mask(k, hi));
+        _mm512_storeu_si512(j->cands + nc, _mm512_maskz_compress_epi32(in, k));
+        nc += __builtin_popcount(in);
+    }
+    for (; i < m; i++) {
+        gt += a[i] > j->hi;
+        if (a[i] - j->lo <= j->hi - j->lo) j->cands[nc++] = a[i];
+    }
+    j->gt += gt;
+    j->ncands = nc;
+    return 1;
+}
+#define HAVE_512 (!portable_only && __builtin_cpu_supports("avx512f"))
+#else
+#define HAVE_512 0
+#define bracket512(j, a, m) 0
+#endif
+
+static inline void bracket(mk_job *j, const uint32_t *a, int m) {
+    if (j->lo > j->hi) { /* an empty bracket: counts only */
+        for (int i = 0; i < m; i++) j->gt += a[i] > j->hi;
+        return;
+    }
+    if (HAVE_512 && bracket512(j, a, m)) return;
+    int64_t gt = 0, nc = j->ncands;
+    const uint32_t lo = j->lo, hi = j->hi, width = hi - lo;
+    uint8_t in[CH + 8];
+    memset(in + m, 0, 8); /* the flags the last 8-byte test reads past m */
+    for (int i = 0; i < m; i++) gt += a[i] > hi;
+    for (int i = 0; i < m; i++) in[i] = a[i] - lo <= width; /* lo <= key <= hi, one compare */
+    for (int i = 0; i < m; i += 8) { /* the few keys inside, 8 flags (bytes) tested at once */
+        uint64_t v;
+        memcpy(&v, in + i, 8);
+        for (; v; v &= v - 1) j->cands[nc++] = a[i + (__builtin_ctzll(v) >> 3)];
+    }
+    j->gt += gt;
+    j->ncands = nc;
+}
+
 /* Pass 1: sums (Σ|δ|·keep with DARE's bits or a TIES threshold), TIES bracket counts. */
 CLONES void mk_stats(mk_job *j) {
     static const uint32_t SIGN = 0x7FFFFFFFu;
@@ -177,21 +231,7 @@ CLONES void mk_stats(mk_job *j) {
                 for (int i = 0; i < m; i++) T.f[i] = A.f[i] * K.f[i];
                 lanes(L[1], T.f, m, 0);
             }
-            if (j->cands) {
-                int64_t gt = 0, nc = j->ncands;
-                const uint32_t lo = j->lo, hi = j->hi, width = hi - lo, any = lo <= hi;
-                uint8_t in[CH + 8];
-                memset(in + m, 0, 8); /* the flags the last 8-byte test reads past m */
-                for (int i = 0; i < m; i++) gt += A.u[i] > hi;
-                for (int i = 0; i < m; i++) in[i] = any & (A.u[i] - lo <= width); /* lo <= key <= hi, one compare */
-                for (int i = 0; i < m; i += 8) { /* the few keys inside, 8 flags (bytes) tested at once */
-                    uint64_t v;
-                    memcpy(&v, in + i, 8);
-                    for (; v; v &= v - 1) j->cands[nc++] = A.u[i + (__builtin_ctzll(v) >> 3)];
-                }
-                j->gt += gt;
-                j->ncands = nc;
-            }
+            if (j->cands) bracket(j, A.u, m);
         }
         for (int k = 0; k < 4; k++) j->sum[k] += block_total(L[k]);
     }

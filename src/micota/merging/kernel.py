@@ -91,6 +91,7 @@ def lib() -> ctypes.CDLL:
             for name in ("mk_masks", "mk_stats", "mk_apply"):
                 getattr(dll, name).argtypes, getattr(dll, name).restype = [ctypes.POINTER(Job)], None
             dll.mk_sample.argtypes, dll.mk_sample.restype = [ctypes.POINTER(Job), c_int64, c_int64, c_void_p], c_int64
+            dll.mk_portable.argtypes, dll.mk_portable.restype = [c_int32], None
             dll.mk_job_size.restype = c_int64
             if dll.mk_job_size() != ctypes.sizeof(Job):
                 raise RuntimeError(f"kernel.py's Job ({ctypes.sizeof(Job)} bytes) does not mirror kernel.c's "
