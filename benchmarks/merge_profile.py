@@ -65,7 +65,7 @@ def main() -> None:
         """The output's size in 256 KiB blocks through ShardedWriter, then its fsync (finish)."""
         from micota.merging.tensorio import ShardedWriter
 
-        block = np.zeros(1 << 17, np.uint16)
+        block = np.random.default_rng(0).integers(0, 1 << 16, 1 << 17, dtype=np.uint16)  # real bytes, not the zero page
         n = size // 2
         folder = work / "profile-out"
         subprocess.run(["rm", "-rf", str(folder)], check=True)
