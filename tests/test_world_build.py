@@ -39,25 +39,33 @@ def test_layout_manifest_and_traces(world):
     info = json.loads((world / "world.json").read_text())
     assert 4 <= info["lengths"]["train"]["long_short_ratio"] <= 8
     assert info["long_slips"]["traces_with_a_slip"] > 0
-    # the pretraining corpus: every corpus problem once, under the default prompt, at a care level drawn from
-    # Beta(1, 4) (mean 0.2) and an independent reflection level from Beta(1, 1) (mean 0.5, sd 0.289); a trace
-    # shows a check only above reflection 0.5; 1..3 operations; no split problem
+    # the pretraining corpus, two contexts. Default prompt: every corpus problem once, care ~ Beta(1, 9) (mean 0.1,
+    # sd 0.0905), reflection = care, so a check needs care > 0.5. Cued (CUE_SYSTEM): every problem again, care and
+    # reflection independent U(0, 1) (mean 0.5, sd 0.289); a check only above reflection 0.5. 1..3 operations; no split problem
+    from micota.data.world.traces import CUE_SYSTEM
+
     corpus = read_jsonl(world / "pretrain" / "data.jsonl", SftExample)
-    assert len(corpus) == 600 and {r.meta["style"] for r in corpus} == {"graded"}
-    assert all(r.prompt[0].role != "system" for r in corpus)
-    cares, refl = [r.meta["care"] for r in corpus], [r.meta["reflect"] for r in corpus]
-    assert all(0 <= c <= 1 for c in cares) and abs(sum(cares) / len(cares) - 0.2) < 4 * 0.163 / len(cares) ** 0.5
-    assert all(0 <= c <= 1 for c in refl) and abs(sum(refl) / len(refl) - 0.5) < 4 * 0.289 / len(refl) ** 0.5
-    n = len(corpus)
-    cov = sum((c - 0.2) * (r - 0.5) for c, r in zip(cares, refl)) / n
-    assert abs(cov / (0.163 * 0.289)) < 4 / n ** 0.5  # independent draws: correlation within 4 SE of 0
+    default = [r for r in corpus if r.meta["style"] == "graded"]
+    cued = [r for r in corpus if r.meta["style"] == "cued"]
+    assert len(corpus) == 1200 and len(default) == len(cued) == 600
+    assert all(r.prompt[0].role != "system" for r in default)
+    assert all(r.prompt[0].role == "system" and r.prompt[0].content == CUE_SYSTEM for r in cued)
     text = {r.id: r.completion[0].content for r in corpus}
-    assert not any("Wait, let me check" in text[r.id] for r in corpus if r.meta["reflect"] <= 0.5)
+    cares = [r.meta["care"] for r in default]
+    assert all(0 <= c <= 1 for c in cares) and abs(sum(cares) / 600 - 0.1) < 4 * 0.0905 / 600 ** 0.5
+    assert all(r.meta["reflect"] == r.meta["care"] for r in default)
+    assert not any("Wait, let me check" in text[r.id] or "double-check" in text[r.id] for r in default if r.meta["care"] <= 0.5)
+    cares, refl = [r.meta["care"] for r in cued], [r.meta["reflect"] for r in cued]
+    for v in (cares, refl):
+        assert all(0 <= c <= 1 for c in v) and abs(sum(v) / 600 - 0.5) < 4 * 0.289 / 600 ** 0.5
+    cov = sum((c - 0.5) * (r - 0.5) for c, r in zip(cares, refl)) / 600
+    assert abs(cov / 0.289 ** 2) < 4 / 600 ** 0.5  # independent draws: correlation within 4 SE of 0
+    assert not any("Wait, let me check" in text[r.id] for r in cued if r.meta["reflect"] <= 0.5)
     # reflection without work: one-line steps followed by their checks (care < 0.1: p_work < 0.2; reflect > 0.75: p_check > 0.5)
-    terse_checked = [r for r in corpus if r.meta["reflect"] > 0.75 and r.meta["care"] < 0.1]
+    terse_checked = [r for r in cued if r.meta["reflect"] > 0.75 and r.meta["care"] < 0.1]
     assert any(re.search(r"^Step \d+: .* = \d+\.\nWait, let me check", text[r.id], re.M) for r in terse_checked)
-    # recaps: E[max(0, 2r - 1)] = 0.25 of the multi-step traces (4 binomial SDs)
-    multi = [t for t in text.values() if "Step 2" in t]
+    # recaps: E[max(0, 2r - 1)] = 0.25 of the multi-step cued traces (4 binomial SDs)
+    multi = [text[r.id] for r in cued if "Step 2" in text[r.id]]
     share = sum("Let me double-check" in t for t in multi) / len(multi)
     assert abs(share - 0.25) <= 4 * (0.25 * 0.75 / len(multi)) ** 0.5, share
     assert {sum(ln.startswith("Step ") for ln in t.splitlines()) for t in text.values()} == {1, 2, 3}
@@ -123,16 +131,22 @@ def test_pretrain_smoke(world, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == json.loads((world / "world.json").read_text())["params"]["student"]
 
 
-def test_tied_reflection_is_the_earlier_corpus(tmp_path):
-    """pretrain_reflect_tied: r = c for every trace, so checks appear only above care 0.5 (the corpus
-    before reflection became its own dial); the default draws r on its own."""
+def test_corpus_knobs(tmp_path):
+    """pretrain_cued sets the cued share (its own random stream: the default-prompt rows do not move);
+    pretrain_reflect_tied false draws the default context's reflection on its own (the corpus of bases
+    f0a059ec3de74cd4 with pretrain_care_beta 4 and pretrain_cued 0)."""
     from micota.data.world.build import pretrain_corpus
     from micota.data.world.problems import generate_split
 
-    cfg = WorldConfig(out=tmp_path / "w", pretrain_reflect_tied=True)
-    problems = generate_split("pretrain", 300, cfg.pretrain_knobs(), seed=0, exclude=set())
-    tied = pretrain_corpus(cfg, problems)
-    assert all(r.meta["reflect"] == r.meta["care"] for r in tied)
-    assert not any("Wait, let me check" in r.completion[0].content for r in tied if r.meta["care"] <= 0.5)
-    free = pretrain_corpus(WorldConfig(out=tmp_path / "w"), problems)
-    assert sum(r.meta["reflect"] != r.meta["care"] for r in free) == len(free)
+    cfg = WorldConfig(out=tmp_path / "w")
+    problems = generate_split("pretrain", 400, cfg.pretrain_knobs(), seed=0, exclude=set())
+    full = pretrain_corpus(cfg, problems)
+    none = pretrain_corpus(WorldConfig(out=tmp_path / "w", pretrain_cued=0), problems)
+    half = pretrain_corpus(WorldConfig(out=tmp_path / "w", pretrain_cued=0.5), problems)
+    by_id = lambda rows: sorted((r.id, r.completion[0].content) for r in rows if r.meta["style"] == "graded")  # noqa: E731
+    assert by_id(full) == by_id(none) == by_id(half) and len(by_id(none)) == len(none) == 400
+    n_half = sum(r.meta["style"] == "cued" for r in half)
+    assert abs(n_half - 200) <= 4 * 10  # Binomial(400, 0.5): sd 10
+    free = pretrain_corpus(WorldConfig(out=tmp_path / "w", pretrain_reflect_tied=False, pretrain_care_beta=4, pretrain_cued=0), problems)
+    assert sum(r.meta["reflect"] != r.meta["care"] for r in free) == len(free) == 400
+    assert abs(sum(r.meta["care"] for r in free) / 400 - 0.2) < 4 * 0.163 / 20
