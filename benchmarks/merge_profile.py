@@ -5,8 +5,8 @@
 
 Parts: interpreter + imports of ``python -m micota merge`` (``import micota.cli``); mapping and touching
 both inputs (the page cache, no copy); sha256 of both inputs (the manifest's provenance); the block
-arithmetic of every tensor (``fast.merge_tensor`` with the output discarded); writing the output size
-and ``fsync``. Then the whole merge and the I/O floor as processes. The parts add up to the work of
+arithmetic of every tensor (``fast.merge_tensor`` with the output discarded; for ties also its steps:
+sample, bracket, pass 1, threshold, pass 2); writing the output size (real bytes) and ``fsync``. Then the whole merge and the I/O floor as processes. The parts add up to the work of
 one core; the merge runs them on ``threads`` workers + hashing threads, so on an idle 2-core machine
 its wall time lies between the largest part and the sum over two.
 """
@@ -77,17 +77,43 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(folder)], check=True)
 
     def arithmetic(method: str) -> None:
+        """Every tensor through fast.merge_tensor; for TIES also its parts (thread CPU time of each step)."""
         cfg_path = work / f"{method}.yaml"
         cfg_path.write_text(f"merge_method: {method}\nbase_model: {base}\nmodels:\n  - model: {ft}\n"
                             "    parameters: {weight: 0.5, density: 0.5}\ndtype: bfloat16\n")
         plan = fast.plan_fast(from_mergekit_yaml(cfg_path, out=work / "unused", seed=0))
         inputs = fast._Inputs(plan.files)
-        for t in plan.tensors:
-            fast.merge_tensor(t, 0, method, fast._Source(t, (inputs.view(t.b), inputs.view(t.f)), inputs),
-                              lambda s, blk: None)
-            inputs.drop(t.b)
-            inputs.drop(t.f)
-        inputs.close()
+        steps = {"sample": (fast._Source, "sample_keys"), "bracket from the sample": (fast, "_bracket"),
+                 "pass 1 (sums, bracket counts and candidates)": (fast._Source, "stats"),
+                 "threshold from the candidates": (fast, "_topk_threshold")}
+        spent = dict.fromkeys(steps, 0.0)
+        saved = {k: getattr(o, a) for k, (o, a) in steps.items()}
+
+        def timing(key: str, fn):  # noqa: ANN001, ANN202
+            def wrapped(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+                c = time.thread_time()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    spent[key] += time.thread_time() - c
+            return wrapped
+        for k, (o, a) in steps.items():
+            setattr(o, a, timing(k, saved[k]))
+        c0 = time.thread_time()
+        try:
+            for t in plan.tensors:
+                fast.merge_tensor(t, 0, method, fast._Source(t, (inputs.view(t.b), inputs.view(t.f)), inputs),
+                                  lambda s, blk: None)
+                inputs.drop(t.b)
+                inputs.drop(t.f)
+        finally:
+            for k, (o, a) in steps.items():
+                setattr(o, a, saved[k])
+            inputs.close()
+        if method == "ties":
+            for k, v in spent.items():
+                add(f"  ties: {k}", (v, v))
+            add("  ties: pass 2 and the rest", (time.thread_time() - c0 - sum(spent.values()),) * 2)
 
     for _ in range(args.reps):
         w, _, c = run([PY, "-c", "pass"])
@@ -96,6 +122,7 @@ def main() -> None:
         add("map + touch both inputs", timed(touch))
         add("sha256 of both inputs (one thread)", timed(lambda: [sha256_file(f) for f in files]))
         for m in args.methods.split(","):
+            parts.setdefault(f"arithmetic, {m} (one thread, output discarded)", [])  # its row before its parts'
             add(f"arithmetic, {m} (one thread, output discarded)", timed(lambda m=m: arithmetic(m)))
         add("write the output size, then fsync", timed(lambda: write_fsync(None)))
         add(f"the same with background fdatasync every {fast.WRITEBACK >> 20} MiB (the merge's writer)",
