@@ -6,9 +6,10 @@
 Parts: interpreter + imports of ``python -m micota merge`` (``import micota.cli``); mapping and touching
 both inputs (the page cache, no copy); sha256 of both inputs (the manifest's provenance); the block
 arithmetic of every tensor (``fast.merge_tensor`` with the output discarded; for ties also its steps:
-sample, bracket, pass 1, threshold, pass 2); writing the output size (real bytes) and ``fsync``. Then the whole merge and the I/O floor as processes. The parts add up to the work of
-one core; the merge runs them on ``threads`` workers + hashing threads, so on an idle 2-core machine
-its wall time lies between the largest part and the sum over two.
+sample, bracket, pass 1, threshold, pass 2); writing the output size (real bytes) and ``fsync``; the
+I/O floor as a process. The parts add up to the work of one core; the merge runs them on ``threads``
+workers + hashing threads, so on an idle 2-core machine its wall time lies between the largest part and
+the sum over two.
 """
 
 from __future__ import annotations
