@@ -2,7 +2,7 @@
 
 For each demo recipe's world: the world the recipe builds hashes to a shipped set of bases
 (pretrain_bases would reuse it); rebuilding the student from the recorded config for its first
-steps reproduces the recorded loss curve; and the shipped student, evaluated again, reproduces its
+steps reproduces the recorded loss curve; and each shipped base, evaluated again, reproduces its
 recorded accuracy. A pipeline's pretrain stage copies the shipped set instead of training.
 """
 
@@ -54,12 +54,13 @@ def test_rebuilding_the_student_reproduces_its_recorded_loss_curve(shipped, tmp_
         assert mine[s] == pytest.approx(theirs[s], rel=0.05), (s, mine[s], theirs[s])
 
 
-def test_the_shipped_student_reproduces_its_recorded_accuracy(shipped, tmp_path):
+@pytest.mark.parametrize("role", ["student", "ta"])
+def test_the_shipped_bases_reproduce_their_recorded_accuracy(shipped, role, tmp_path):
     world, found = shipped
     rep = json.loads((found / "pretrain_report.json").read_text())
-    rec = rep["models"]["student"]["accuracy_test"]
+    rec = rep["models"][role]["accuracy_test"]
     cfg = json.loads((found / "manifest.json").read_text())["config"]
-    got = measure_accuracy(found / "student", world / "problems" / "test.jsonl", tmp_path / "eval",
+    got = measure_accuracy(found / role, world / "problems" / "test.jsonl", tmp_path / "eval",
                            limit=cfg["eval_limit"], max_new_tokens=cfg["max_new_tokens"])
     assert got["n"] == rec["n"]
     assert got["accuracy"] == pytest.approx(rec["accuracy"], abs=0.05)
