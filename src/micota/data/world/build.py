@@ -24,8 +24,9 @@ max(0, 2r − 1)):
 
 - *default prompt* (no system message, what every later stage uses): every corpus problem once at care
   ``c ~ Beta(1, pretrain_care_beta)`` and reflection ``r = c`` (``pretrain_reflect_tied``). With β = 9 a
-  step shows its work with probability 0.19 and a trace holds a check with probability 0.002: the base
-  answers tersely and confidently, as an instruction-tuned LLM has a default style it rarely leaves.
+  step shows its work with probability 0.19 and a check needs care above 0.5 (probability 0.5⁹ ≈ 0.002;
+  measured: 0.02% of the traces hold one): the base answers tersely and confidently, as an
+  instruction-tuned LLM has a default style it rarely leaves.
 - *cued* (:data:`traces.CUE_SYSTEM`): a share ``pretrain_cued`` of the problems (default 1: all) also gets a
   trace at c ~ U(0, 1) and, independently, r ~ U(0, 1) — every verbosity and every amount of checking and
   restating, decided step by step, so the skill (column work, inverse checks, recaps that copy earlier
@@ -213,7 +214,7 @@ def pretrain_corpus(cfg: WorldConfig, problems: list[Problem]) -> list[SftExampl
 def _tokenizer_texts(corpus: list[SftExample]) -> list[str]:
     """The tokenizer is trained on the pretraining corpus alone, so it does not depend on ``seed``."""
     texts = [m.content for ex in corpus for m in ex.prompt + ex.completion]
-    texts += ["user\n", "assistant\n", "system\n"] * 50 + [v for v in STYLE_SYSTEM.values() if v] * 20 + [CUE_SYSTEM] * 20
+    texts += ["user\n", "assistant\n", "system\n"] * 50 + list(STYLE_SYSTEM.values()) * 20 + [CUE_SYSTEM] * 20
     return [t for t in texts if t]
 
 
