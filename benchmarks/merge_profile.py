@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/merge_profile.py [--reps 3] [--quick] [--workdir DIR] [--methods dare_ties,ties]
 
 Parts: interpreter + imports of ``python -m micota merge`` (``import micota.cli``); mapping and touching
-both inputs (the page cache, no copy); sha256 of both inputs (the manifest's provenance); the block
+both inputs (the page cache, no copy); sha256 of both inputs (the manifest's provenance: computed, and
+looked up in the digest cache, ``micota.io.sha256_file``); the block
 arithmetic of every tensor (``fast.merge_tensor`` with the output discarded; for ties also its steps:
 sample, bracket, pass 1, threshold, pass 2); writing the output size (real bytes) and ``fsync``; the
 I/O floor as a process. The parts add up to the work of one core; the merge runs them on ``threads``
@@ -42,6 +43,7 @@ def main() -> None:
     from micota.io import sha256_file
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="merge-bench-"))
+    os.environ["MICOTA_CACHE"] = str(work / "cache")  # the kernel and the digests: as merge_vs_mergekit.py
     base, ft, shape = make_pair_once(work, args.quick)
     files = sorted(base.glob("*.safetensors")) + sorted(ft.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in files) // 2
@@ -121,7 +123,11 @@ def main() -> None:
         w2, _, c2 = run([PY, "-c", "import micota.cli"], {"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
         add("imports (python -c 'import micota.cli' minus 'pass')", (w2 - w, c2 - c))
         add("map + touch both inputs", timed(touch))
-        add("sha256 of both inputs (one thread)", timed(lambda: [sha256_file(f) for f in files]))
+        os.environ["MICOTA_HASH_CACHE"] = "off"  # the digest itself (a new pair's first merge)
+        add("sha256 of both inputs (one thread, digest cache off)", timed(lambda: [sha256_file(f) for f in files]))
+        del os.environ["MICOTA_HASH_CACHE"]
+        [sha256_file(f) for f in files]  # fill the cache (a no-op when it has them)
+        add("sha256 of both inputs from the digest cache", timed(lambda: [sha256_file(f) for f in files]))
         for m in args.methods.split(","):
             parts.setdefault(f"arithmetic, {m} (one thread, output discarded)", [])  # its row before its parts'
             add(f"arithmetic, {m} (one thread, output discarded)", timed(lambda m=m: arithmetic(m)))

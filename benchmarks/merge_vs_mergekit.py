@@ -13,6 +13,11 @@ load; CPU seconds, user + system, much less, though memory-bound work slows besi
         [--baseline-src OTHER_CHECKOUT/src]   # adds "micota-baseline": the same command on other sources
     # contender io-floor-zeros: the floor before 2026-11-27 19:00 (16 MiB reads, writes zeros), for comparison
 
+micota runs with its own cache (``WORKDIR/cache``: the compiled kernel, the inputs' digests). Contender
+``micota`` finds the pair's sha256 there (hashed once before the runs: every merge of a pair already
+hashed — a merge search's points after the first, a rerun); ``micota-cold`` starts each run with the digest
+cache emptied (the first merge of a new pair: the inputs are hashed beside the merge).
+
 ``--quick`` uses a 4-layer, 32k-vocabulary shape (a smoke run; report the default figures).
 """
 
@@ -115,7 +120,7 @@ def pair_args() -> argparse.ArgumentParser:
 
 def main() -> None:
     ap = pair_args()
-    ap.add_argument("--contenders", default="micota,mergekit,mergekit-j1,io-floor",
+    ap.add_argument("--contenders", default="micota,micota-cold,mergekit,mergekit-j1,io-floor",
                     help="subset to run (mergekit = its defaults; mergekit-j1 = -j 1 --out-shard-size 100M)")
     ap.add_argument("--baseline-src", default=None,
                     help="another checkout's src/ to run as contender micota-baseline (e.g. main before a change)")
@@ -128,9 +133,12 @@ def main() -> None:
     print(f"pair: {size / 1e9:.2f} GB per model, shape {shape}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load "
           f"average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
-    env = {"HF_HUB_OFFLINE": "1"}
-    if "micota" in args.contenders.split(","):  # the kernel's one-time build (first use) is not part of a run
-        subprocess.run([PY, "-c", "from micota.merging import kernel; kernel.lib()"], check=True)
+    cache = work / "cache"
+    env = {"HF_HUB_OFFLINE": "1", "MICOTA_CACHE": str(cache)}
+    # the kernel's one-time build (first use) is not part of a run; the pair is hashed once (contender micota)
+    subprocess.run([PY, "-c", "import sys; from micota.merging import kernel; from micota.io import sha256_file; "
+                    "kernel.lib(); [sha256_file(f) for f in sys.argv[1:]]", *map(str, inputs)],
+                   check=True, env={**os.environ, **env})
     params = {"dare_ties": "weight: 0.5, density: 0.5", "ties": "weight: 0.5, density: 0.5"}
     results: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
     for method in args.methods.split(","):
@@ -139,6 +147,7 @@ def main() -> None:
                        f"    parameters: {{{params[method]}}}\ndtype: bfloat16\n")
         contenders = {
             "micota": [PY, "-m", "micota", "merge", str(cfg), "--out", "{out}", "--seed", "0"],
+            "micota-cold": [PY, "-m", "micota", "merge", str(cfg), "--out", "{out}", "--seed", "0"],
             "mergekit": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "--no-write-model-card",
                          "--quiet"],
             "mergekit-j1": [str(BIN / "mergekit-yaml"), str(cfg), "{out}", "--random-seed", "0", "-j", "1",
@@ -155,6 +164,8 @@ def main() -> None:
             for name, cmd in contenders.items():
                 out = work / "out"
                 settle(out, inputs)
+                if name == "micota-cold":
+                    shutil.rmtree(cache / "sha256", ignore_errors=True)
                 extra = {"PYTHONPATH": args.baseline_src} if name == "micota-baseline" else {}
                 wall, rss, cpu = run([c.replace("{out}", str(out)) for c in cmd], {**env, **extra})
                 results[method][name].append((wall, rss, cpu))
@@ -171,21 +182,27 @@ def main() -> None:
         for k, (w, r, c) in med.items():
             print(f"| {method} | {k} | {w:.2f} | {c:.2f} | {r / 2**20:.0f} |")
         mk = [med[k] for k in ("mergekit", "mergekit-j1") if k in med]
-        if "micota" not in med or not mk or "io-floor" not in med:
+        if not {"micota", "micota-cold"} & med.keys() or not mk or "io-floor" not in med:
             continue
         best_mk, low_rss, best_cpu = min(x[0] for x in mk), min(x[1] for x in mk), min(x[2] for x in mk)
-        m, floor = med["micota"], med["io-floor"]
-        if "micota-baseline" in med:
+        floor = med["io-floor"]
+        if "micota-baseline" in med and "micota" in med:
+            m = med["micota"]
             print(f"| {method} | **vs baseline** | wall: baseline/micota = {med['micota-baseline'][0] / m[0]:.2f}x | "
                   f"CPU: baseline/micota = {med['micota-baseline'][2] / m[2]:.2f}x | |")
-        print(f"| {method} | **ratios** | wall: mergekit-best/micota = {best_mk / m[0]:.2f}x (goal >= 3), micota/io-floor = "
-              f"{m[0] / floor[0]:.2f}x (goal <= 1.5) | CPU: mergekit-best/micota = {best_cpu / m[2]:.2f}x, micota/io-floor = "
-              f"{m[2] / floor[2]:.2f}x | micota/mergekit-lowest = {m[1] / low_rss:.2f} (goal <= 0.33) |")
+        for k in ("micota", "micota-cold"):
+            if k in med:
+                m = med[k]
+                print(f"| {method} | **ratios {k}** | wall: mergekit-best/{k} = {best_mk / m[0]:.2f}x (goal >= 3), "
+                      f"{k}/io-floor = {m[0] / floor[0]:.2f}x (goal <= 1.5) | CPU: mergekit-best/{k} = "
+                      f"{best_cpu / m[2]:.2f}x, {k}/io-floor = {m[2] / floor[2]:.2f}x | {k}/mergekit-lowest = "
+                      f"{m[1] / low_rss:.2f} (goal <= 0.33) |")
     for method, by in results.items():  # each rep's micota beside the floor run in the same rep (drift cancels)
-        if "micota" in by and "io-floor" in by:
-            pairs = [a[0] / b[0] for a, b in zip(by["micota"], by["io-floor"])]
-            print(f"{method}: micota/io-floor wall, rep by rep: {' '.join(f'{r:.2f}' for r in pairs)} "
-                  f"(median {statistics.median(pairs):.2f}x)")
+        for k in ("micota", "micota-cold"):
+            if k in by and "io-floor" in by:
+                pairs = [a[0] / b[0] for a, b in zip(by[k], by["io-floor"])]
+                print(f"{method}: {k}/io-floor wall, rep by rep: {' '.join(f'{r:.2f}' for r in pairs)} "
+                      f"(median {statistics.median(pairs):.2f}x)")
 
 
 if __name__ == "__main__":

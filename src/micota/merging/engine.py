@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ import torch
 
 from micota.errors import UserError
 from micota.finite import all_finite
-from micota.io import atomic_dir
+from micota.io import atomic_dir, cached_sha256, remember_sha256
 from micota.merging.config import MergeConfig, parse_size
 from micota.merging import sparsify as sp
 from micota.merging.methods import TensorContext, stream_single
@@ -194,7 +195,10 @@ def merge(cfg: MergeConfig) -> Path:
     if not cfg.mergekit_compatible:  # file order: the one-pass hashing then reads nothing twice
         first = plan.inputs[0].weights.infos
         plan.tensors.sort(key=lambda t: (str(first[t.keys[0]].file), first[t.keys[0]].start))
-    hasher = FileHasher(sorted({f for i in plan.inputs if not i.weights.pickled for f in i.weights.files}))
+    files = sorted({f for i in plan.inputs if not i.weights.pickled for f in i.weights.files})
+    stamps = {f: (os.stat(f), time.time_ns()) for f in files}
+    known = {f: d for f in files if (d := cached_sha256(f, stamps[f][0])) is not None}  # unchanged since hashed
+    hasher = FileHasher([f for f in files if f not in known])
     shared_gen = torch.Generator().manual_seed(cfg.seed)
     stats: dict[str, Any] = {}
     prev_threads = torch.get_num_threads()
@@ -213,10 +217,13 @@ def merge(cfg: MergeConfig) -> Path:
             dtypes = {t.out for t in plan.tensors if t.merge}
             write_side_files(plan.inputs[0].folder, plan.inputs[0].config, tmp, plan.tied_out, plan.vocab_out,
                              str(next(iter(dtypes))).removeprefix("torch.") if len(dtypes) == 1 else None)
+            computed = hasher.finish()
+            for f, d in computed.items():
+                remember_sha256(f, d, *stamps[f])
             keys = [("base" if plan.has_base and i == 0 else f"model_{i - int(plan.has_base)}", inp.folder)
                     for i, inp in enumerate(plan.inputs)]
             finish(tmp, cfg, started, threads=threads, shards=shards, stats=stats, tied=plan.tied_out,
-                   vocab=plan.vocab_out, hashes=hash_inputs(keys, hasher.finish()), n_tensors=len(plan.tensors),
+                   vocab=plan.vocab_out, hashes=hash_inputs(keys, {**known, **computed}), n_tensors=len(plan.tensors),
                    engine="torch")
     finally:
         torch.set_num_threads(prev_threads)

@@ -51,7 +51,7 @@ _lib: ctypes.CDLL | None = None
 
 def library_path() -> Path:
     """Where this source version's library is cached (keyed by source, flags, compiler and machine)."""
-    from micota.models.load import cache_dir
+    from micota.io import cache_dir
 
     cc = os.environ.get("CC", "cc")
     key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, cc, platform.machine())).encode()).hexdigest()[:16]

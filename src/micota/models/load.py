@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from micota.errors import UserError
+from micota.io import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,6 @@ DEFAULT_MODEL = "smollm2-135m"
 
 _SAFE_WEIGHTS = ("*.safetensors",)
 _PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$MICOTA_CACHE`` or ``~/.cache/micota``."""
-    return Path(os.environ.get("MICOTA_CACHE") or Path.home() / ".cache" / "micota")
 
 
 def pick_device(device: str = "auto") -> str:
