@@ -27,7 +27,8 @@ def _entry(path):
 
 @pytest.fixture(scope="module")
 def old_files(tmp_path_factory):
-    """Two DIGEST_MIN-byte files last changed more than RACY_NS ago, with their true digests."""
+    """Three DIGEST_MIN-byte files last changed more than RACY_NS ago, with their digests (w1, w2 stay
+    unchanged; the first test changes w0)."""
     d = tmp_path_factory.mktemp("big")
     out = {}
     for i in range(3):
@@ -123,3 +124,33 @@ def test_a_merge_records_cached_digests_and_caches_the_ones_it_computes(tmp_path
     files = json.loads((second / "merge_report.json").read_text())["inputs"]["model_0"]["files"]
     assert files["model.safetensors"] == FAKE
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+
+
+def test_the_pipeline_fingerprint_of_a_large_file_follows_its_content(tmp_path, cache):
+    """Above 64 MiB the planner used size + mtime (until 2026-11-27): a same-size copy with the old mtime
+    (``cp -p``) kept stale stage outputs. Now the content decides, read once and then from the cache."""
+    from micota.pipeline.planner import fingerprint
+
+    f = tmp_path / "big" / "model.safetensors"
+    f.parent.mkdir()
+    f.write_bytes(np.random.default_rng(0).integers(0, 256, (64 << 20) + 1, dtype=np.uint8).tobytes())
+    time.sleep(RACY_NS / 1e9 + 0.2)
+    before = fingerprint(f.parent, {})
+    assert fingerprint(f.parent, {}) == before and cached_sha256(f) is not None
+    st = os.stat(f)
+    f.write_bytes(np.random.default_rng(1).integers(0, 256, (64 << 20) + 1, dtype=np.uint8).tobytes())
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(f).st_size, os.stat(f).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert fingerprint(f.parent, {}) != before
+
+
+def test_hashing_inputs_shows_a_bar_only_for_what_is_not_cached(old_files, cache, monkeypatch, capsys):
+    from micota import progress
+
+    monkeypatch.setattr(progress, "HASH_BAR_MIN", DIGEST_MIN)  # one 32 MiB file stands for a large model
+    files = sorted(old_files)[1:]  # the first test changes w0 in place
+    assert progress.sha256_files(files) == {f: old_files[f] for f in files}
+    err = capsys.readouterr().err
+    assert "hashing inputs" in err and "MiB" in err
+    assert progress.sha256_files(files) == {f: old_files[f] for f in files}  # all cached now: no bar
+    assert "hashing inputs" not in capsys.readouterr().err

@@ -159,6 +159,27 @@ def test_work_dirs_are_keyed_by_inputs_and_resume(tmp_path, two_tiny):
     assert len(keys) == 3
 
 
+def test_a_same_size_copy_with_the_old_mtime_is_a_changed_input(tmp_path, two_tiny):
+    """`cp -p` of another fine-tune of the same shape keeps name, size and mtime: the content decides."""
+    import os
+
+    from conftest import TINY_TEXTS
+
+    base, ft, probe = two_tiny
+    cfg = MergeSearchConfig(base=str(base), finetuned=str(ft), probe=str(probe), out=tmp_path / "out", max_new_tokens=6)
+    work = tmp_path / ".out.work"
+    _Prober(cfg, work).point("task_arithmetic", 0.5, None)
+    weights = ft / "model.safetensors"
+    other = save_tiny(tmp_path / "other", TINY_TEXTS, vocab_size=400, seed=2) / "model.safetensors"
+    st = weights.stat()
+    assert other.stat().st_size == st.st_size and other.read_bytes() != weights.read_bytes()
+    weights.write_bytes(other.read_bytes())
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    _Prober(cfg, work).point("task_arithmetic", 0.5, None)
+    assert len([p for p in work.iterdir() if p.name.startswith("task_arithmetic-w0.5000-")]) == 2
+
+
 def test_merge_search_cli_writes_table_plot_and_chosen_model(tmp_path, two_tiny, cli):
     base, ft, probe = two_tiny
     out = tmp_path / "ms"

@@ -282,7 +282,7 @@ DIGEST_MIN = 32 << 20  # files at least this large have their sha256 cached (sma
 RACY_NS = 2_000_000_000  # a file changed less than this long before hashing is not cached (see below)
 
 
-def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 18) -> str:
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 18, on_bytes: Callable[[int], Any] | None = None) -> str:
     """sha256 of a file's bytes, read into one reused buffer small enough to stay in the L2 cache
     (hashlib releases the GIL: threads hash beside other work). Measured on a 1 GB file in the page
     cache: 0.65 s CPU, against 0.87 s from a memory map (the hash then waits on DRAM) or fresh buffers.
@@ -295,7 +295,7 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 18) -> str:
     misses. A digest is stored only when the stat before and after hashing agree and both stamps are
     more than :data:`RACY_NS` old — a write landing in the same timestamp tick as the hash would
     otherwise leave a stale entry (git's "racy" case). ``MICOTA_HASH_CACHE=off`` disables it; an
-    unwritable cache only costs the rehash.
+    unwritable cache only costs the rehash. ``on_bytes(n)`` is called as bytes are hashed (a bar).
     """
     path = Path(path)
     st, started = os.stat(path), time.time_ns()
@@ -307,6 +307,8 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 18) -> str:
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
+            if on_bytes is not None:
+                on_bytes(n)
     digest = h.hexdigest()
     remember_sha256(path, digest, st, started)
     return digest

@@ -10,13 +10,19 @@ holds Ctrl-C until the pair is done, so the line never reports fewer rows than a
 
 Backends that decode token by token call :func:`decode_step` so a bar moves inside a long batch
 (``decoding 312/1024 tokens``) instead of once per batch.
+
+:func:`sha256_files` hashes input files (a pipeline's external inputs, a merge search's models) with a
+bar in MiB when more than :data:`HASH_BAR_MIN` bytes are not in the digest cache yet.
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
+
+HASH_BAR_MIN = 1 << 30  # bytes to hash before a bar is worth showing
 
 _bars: list[Any] = []  # live bars, innermost last
 _last: dict[str, Any] = {}  # the last bar that closed by an exception: what the interrupt line reports
@@ -76,3 +82,14 @@ def interrupted_line() -> str:
     """The one line printed on Ctrl-C."""
     where = f" ({_last['done']}/{_last['total']} {_last['unit']}s done)" if _last.get("total") else ""
     return f"interrupted — rerun the same command to resume{where}"
+
+
+def sha256_files(files: list[Path], *, desc: str = "hashing inputs") -> dict[Path, str]:
+    """``{file: sha256}`` (:func:`micota.io.sha256_file`: large files once, then from the digest cache)."""
+    from micota.io import cached_sha256, sha256_file
+
+    todo = sum(f.stat().st_size for f in files if cached_sha256(f) is None)
+    if todo < HASH_BAR_MIN:
+        return {f: sha256_file(f) for f in files}
+    with progress_bar(todo >> 20, desc=desc, unit="MiB") as bar:
+        return {f: sha256_file(f, on_bytes=lambda n: bar.update(n / 2**20)) for f in files}

@@ -26,8 +26,9 @@ of :data:`BLOCK` elements, lane ``i mod 8`` adds element ``i`` in index order, t
 factor, and the output, are the same on every machine. The input files are memory-mapped
 (:class:`_Inputs`: tensors are views of the page cache, no copies; finished pages are dropped from
 the mapping); each file's sha256 is computed by its own thread (:func:`micota.io.sha256_file`,
-reading through an L2-sized buffer) beside the merge. A tensor above :data:`HOLD` elements (the
-embedding) drops its pages behind each pass. DARE masks: block ``j`` of a tensor keeps element ``i``
+reading through an L2-sized buffer, or from the digest cache when the file has not changed since it
+was hashed) beside the merge. A tensor above :data:`HOLD` elements (the embedding) drops its pages
+behind each pass. DARE masks: block ``j`` of a tensor keeps element ``i``
 when the ``i``-th uint32 of ``SFC64(SeedSequence([seed(tensor), j]))`` (numpy's generator, low half
 of each 64-bit word first) is below ``density·2³²`` — independent of the thread count and of the
 block order; drawn once for the tensor (eight blocks' streams side by side), kept as bits for both

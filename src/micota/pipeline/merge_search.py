@@ -70,6 +70,7 @@ from micota.config import StageConfig
 from micota.errors import UserError
 from micota.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from micota.manifest import is_complete, write_manifest
+from micota.progress import sha256_files
 
 class MergeSearchConfig(StageConfig):
     base: str = Field(description="The TA's base model (task vector = fine-tuned − base).")
@@ -187,16 +188,18 @@ def next_refinement(points: list[dict[str, Any]], cfg: MergeSearchConfig, min_ga
 
 # ------------------------------------------------------------------ probing
 def _fingerprint(spec: str | Path | None) -> Any:
-    """What identifies an input's content cheaply: a file's sha256; a folder's (name, size, mtime) list."""
+    """What identifies an input's content: a file's sha256, a folder's (name, sha256) list — weight files
+    from the digest cache once hashed (the merges hash the same files)."""
     if spec is None:
         return None
     p = Path(spec)
     if p.is_file():
         return {"file": str(p.resolve()), "sha256": sha256_file(p)}
     if p.is_dir():
-        files = sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in p.rglob("*")
-                       if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        return {"dir": str(p.resolve()), "files": files}
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(
+            part.startswith(".") for part in f.relative_to(p).parts))
+        digests = sha256_files(files, desc=f"hashing {p.name}")
+        return {"dir": str(p.resolve()), "files": [[str(f.relative_to(p)), digests[f]] for f in files]}
     return {"name": str(spec)}
 
 

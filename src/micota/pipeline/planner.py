@@ -38,13 +38,13 @@ from typing import Any
 from micota import __version__
 from micota.config import StageConfig
 from micota.errors import UserError
-from micota.io import dumps_canonical, read_json, sha256_file, sha256_text
+from micota.io import dumps_canonical, read_json, sha256_text
 from micota.manifest import is_complete
+from micota.progress import sha256_files
 from micota.pipeline.schema import REF, LauncherSpec, PipelineSpec, StageSpec
 from micota.pipeline.stages import StageKind, get_stage_kind
 
 STATE_DIR = ".pipeline/state"
-_BIG = 64 << 20  # files larger than this are fingerprinted by size+mtime, not content
 
 
 @dataclass
@@ -225,17 +225,16 @@ def _toposort(insts: list[Instance]) -> list[Instance]:
 
 # ----------------------------------------------------------------------------- fingerprints
 def fingerprint(path: Path, cache: dict[str, str]) -> str:
-    """Content hash of a file or directory (large files: size + mtime)."""
+    """Content hash of a file or directory: every file's sha256 (large files once, then from the digest
+    cache of :func:`micota.io.sha256_file` until they change — a same-size copy with its mtime kept,
+    ``cp -p``, is a change)."""
     k = str(path)
     if k in cache:
         return cache[k]
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(path).parts))
-    parts = []
-    for f in files:
-        st = f.stat()
-        h = f"size:{st.st_size}:mtime:{st.st_mtime_ns}" if st.st_size > _BIG else sha256_file(f)
-        parts.append(f"{f.relative_to(path) if f != path else ''}\0{h}")
+    digests = sha256_files(files)
+    parts = [f"{f.relative_to(path) if f != path else ''}\0{digests[f]}" for f in files]
     cache[k] = sha256_text("\n".join(parts))[:16]
     return cache[k]
 
