@@ -72,6 +72,7 @@ from micota.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_f
 from micota.manifest import is_complete, write_manifest
 from micota.progress import sha256_files
 
+
 class MergeSearchConfig(StageConfig):
     base: str = Field(description="The TA's base model (task vector = fine-tuned − base).")
     finetuned: str = Field(description="The TA fine-tuned on long CoT.")
