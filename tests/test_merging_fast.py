@@ -180,18 +180,27 @@ def test_the_fast_path_imports_no_torch(tmp_path):
     assert "numpy" in imported and "torch" not in imported and "transformers" not in imported
 
 
-def test_nan_in_an_input_is_one_clear_error(tmp_path):
+@pytest.mark.parametrize("method,portable", [("task_arithmetic", False), ("dare_ties", False), ("dare_ties", True)])
+def test_nan_in_an_input_is_one_clear_error(tmp_path, method, portable):
+    """Also for DARE, whose masks drop about half of the 16 infinite deltas: dropped (inf·0 = NaN) or
+    kept, the output is not finite — on the vector path and on the portable loop."""
     from safetensors.torch import save_file
 
     from micota.errors import UserError
+    from micota.merging import kernel
 
     base, (ft,) = make_pair(tmp_path / "m", dtype="float32")
     t = _tensors(ft)
     name = "model.layers.0.mlp.up_proj.weight"
-    t[name][0, 0] = float("inf")
+    t[name][0, :16] = float("inf")
     save_file(t, str(ft / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(UserError, match=f"merged tensor {name} has NaN/Inf"):
-        merge(MergeConfig.two_model(base, ft, method="task_arithmetic", weight=0.5, out=tmp_path / "out"))
+    kernel.lib().mk_portable(int(portable))
+    try:
+        with pytest.raises(UserError, match=f"merged tensor {name} has NaN/Inf"):
+            merge(MergeConfig.two_model(base, ft, method=method, weight=0.5, density=0.5 if method != "task_arithmetic"
+                                        else None, out=tmp_path / "out"))
+    finally:
+        kernel.lib().mk_portable(0)
     assert not (tmp_path / "out").exists()
 
 

@@ -31,8 +31,16 @@ def _raw(rng, n, bf16, scale=1.0):
     return ref.f32_to_bf16(x) if bf16 else x.view(np.uint32)
 
 
-@pytest.mark.parametrize("block", [1000, 997, 4096])
-def test_kernel_equals_the_numpy_reference_bit_for_bit(monkeypatch, block):
+@pytest.fixture(params=[False, True], ids=["vector", "portable"])
+def code_path(request):
+    """The CPU's vector paths (AVX-512 where it has it), then the portable loops on the same cases."""
+    kernel.lib().mk_portable(int(request.param))
+    yield request.param
+    kernel.lib().mk_portable(0)
+
+
+@pytest.mark.parametrize("block", [1000, 997, 4096])  # 997: chunks that start off a multiple of 8 as well
+def test_kernel_equals_the_numpy_reference_bit_for_bit(monkeypatch, block, code_path):
     monkeypatch.setattr(fast, "BLOCK", block)
     monkeypatch.setattr(fast, "SPAN", 2)
     rng = np.random.default_rng(block)

@@ -174,10 +174,48 @@ __attribute__((target("avx512f"))) static int bracket512(mk_job *j, const uint32
     j->ncands = nc;
     return 1;
 }
+
+/* DARE with the keep bits used as AVX-512 masks (16 elements per 2 bytes of bits; at is a multiple of
+ * 8, as every chunk start is). Pass 1: T = keep ? |δ| : +0 — equal to |δ|·K for every finite |δ| (≥ 0);
+ * a non-finite δ makes pass 2's output non-finite whatever the mask, so the merge fails either way —
+ * and kept += popcount. Pass 2: D = keep ? D : D·0 — the product D·K exactly (D·1 is D, bit for bit). */
+__attribute__((target("avx512f"))) static void dare_stats512(const uint8_t *bits, int64_t at, int m, const float *A,
+                                                             float *T, int64_t *kept) {
+    const uint8_t *p = bits + (at >> 3);
+    int64_t k = 0;
+    int i = 0;
+    for (; i + 16 <= m; i += 16) {
+        uint16_t mk;
+        memcpy(&mk, p + (i >> 3), 2);
+        _mm512_storeu_ps(T + i, _mm512_maskz_mov_ps((__mmask16)mk, _mm512_loadu_ps(A + i)));
+        k += __builtin_popcount(mk);
+    }
+    for (; i < m; i++) {
+        const int keep = (p[i >> 3] >> (i & 7)) & 1;
+        T[i] = A[i] * (float)keep;
+        k += keep;
+    }
+    *kept += k;
+}
+
+__attribute__((target("avx512f"))) static void dare_apply512(const uint8_t *bits, int64_t at, int m, float *D) {
+    const uint8_t *p = bits + (at >> 3);
+    const __m512 zero = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= m; i += 16) {
+        uint16_t mk;
+        memcpy(&mk, p + (i >> 3), 2);
+        const __m512 d = _mm512_loadu_ps(D + i);
+        _mm512_storeu_ps(D + i, _mm512_mask_mul_ps(d, (__mmask16)~mk, d, zero));
+    }
+    for (; i < m; i++) D[i] *= (float)((p[i >> 3] >> (i & 7)) & 1);
+}
 #define HAVE_512 (!portable_only && __builtin_cpu_supports("avx512f"))
 #else
 #define HAVE_512 0
 #define bracket512(j, a, m) 0
+#define dare_stats512(bits, at, m, A, T, kept) ((void)0)
+#define dare_apply512(bits, at, m, D) ((void)0)
 #endif
 
 static inline void bracket(mk_job *j, const uint32_t *a, int m) {
@@ -219,18 +257,20 @@ CLONES void mk_stats(mk_job *j) {
             lanes(L[0], A.f, m, 0);
             lanes(L[2], D.f, m, 1);
             lanes(L[3], B.f, m, 1);
-            if (j->bits) { /* DARE: the keep bits mk_masks drew */
+            if (j->bits && HAVE_512 && (at & 7) == 0) { /* DARE: the keep bits mk_masks drew */
+                dare_stats512(j->bits, at, m, A.f, T.f, &j->kept);
+            } else if (j->bits) {
                 unpack_bits(j->bits, at, m, K.f);
                 int64_t kept = 0;
                 for (int i = 0; i < m; i++) kept += K.f[i] != 0.0f;
                 j->kept += kept;
+                for (int i = 0; i < m; i++) T.f[i] = A.f[i] * K.f[i];
             } else if (j->topk) {
                 topk_keep(j, A.u, K.f, m);
-            }
-            if (j->bits || j->topk) {
                 for (int i = 0; i < m; i++) T.f[i] = A.f[i] * K.f[i];
-                lanes(L[1], T.f, m, 0);
             }
+            if (j->bits || j->topk)
+                lanes(L[1], T.f, m, 0);
             if (j->cands) bracket(j, A.u, m);
         }
         for (int k = 0; k < 4; k++) j->sum[k] += block_total(L[k]);
@@ -247,17 +287,19 @@ CLONES void mk_apply(mk_job *j) {
         load(j->b, j->b_bf16, at, m, &B);
         load(j->f, j->f_bf16, at, m, &D);
         for (int i = 0; i < m; i++) D.f[i] -= B.f[i];
-        if (j->bits || j->topk) {
-            if (j->bits) {
-                unpack_bits(j->bits, at, m, K.f);
-            } else {
-                uint32_t key[CH];
-                for (int i = 0; i < m; i++) key[i] = D.u[i] & 0x7FFFFFFFu;
-                topk_keep(j, key, K.f, m);
-            }
+        int masked = j->bits || j->topk;
+        if (j->bits && HAVE_512 && (at & 7) == 0) {
+            dare_apply512(j->bits, at, m, D.f); /* the loop's first step, d·K, done here */
+            masked = 0;
+        } else if (j->bits) {
+            unpack_bits(j->bits, at, m, K.f);
+        } else if (j->topk) {
+            uint32_t key[CH];
+            for (int i = 0; i < m; i++) key[i] = D.u[i] & 0x7FFFFFFFu;
+            topk_keep(j, key, K.f, m);
         }
         const float sc = j->scale, w = j->w, dv = j->div, lam = j->lam, lim = j->limit;
-        const int masked = j->bits || j->topk, hs = j->has_scale, hd = j->has_div, hl = j->has_lam;
+        const int hs = j->has_scale, hd = j->has_div, hl = j->has_lam;
         for (int i = 0; i < m; i++) { /* one float32 operation per step, in fast.py's order */
             float d = D.f[i];
             if (masked) d *= K.f[i]; /* a product, as numpy's: -0.0 and NaN behave alike */
