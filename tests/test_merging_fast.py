@@ -202,6 +202,14 @@ def test_nan_in_an_input_is_one_clear_error(tmp_path, method, portable):
     finally:
         kernel.lib().mk_portable(0)
     assert not (tmp_path / "out").exists()
+    if not portable:  # the command line: one line, exit 2 (no numpy warning from the NaN rescale factor)
+        r = subprocess.run([sys.executable, "-m", "micota", "merge", "--base", str(base), "--finetuned", str(ft),
+                            "--method", method, "--weight", "0.5", *(["--density", "0.5"] if method != "task_arithmetic"
+                                                                    else []), "--out", str(tmp_path / "cli")],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"error: merged tensor {name} has NaN/Inf values (check the inputs and parameters)"], r.stderr
+        assert not (tmp_path / "cli").exists()
 
 
 # Output digests, same pair and settings. ties / task_arithmetic: unchanged since the pread-based

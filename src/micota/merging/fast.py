@@ -362,7 +362,8 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
             src.stats(again)
             after = again.sum[1]
     if rescale and not (np.float32(before) < EPS or np.float32(after) < EPS):
-        job.has_scale, job.scale = 1, np.float32(before) / np.float32(after)
+        with np.errstate(all="ignore"):  # a non-finite δ: NaN here, and pass 2 reports the tensor in one line
+            job.has_scale, job.scale = 1, np.float32(before) / np.float32(after)
     job.w = w
     if sh["normalize"]:  # with sign election Σ w·[elected] is w where δ̃ ≠ 0 (else the divisor is 1 and v is 0)
         job.has_div, job.div = (int(w != 0), w) if consensus else (1, np.float32(1) if abs(float(w)) < 1e-8 else w)
@@ -375,7 +376,9 @@ def merge_tensor(t: FastTensor, seed: int, method: str, src: _Source,
         if job.bad:
             raise UserError(f"merged tensor {t.name} has NaN/Inf values (check the inputs and parameters)")
         write(s, out[:m])
-    return {"delta_l1": [float(np.float32(before))], "kept_fraction": [round(kept / max(1, n), 6)],
+    with np.errstate(over="ignore"):  # a finite ‖δ‖₁ beyond float32's range is reported as inf
+        l1 = float(np.float32(before))
+    return {"delta_l1": [l1], "kept_fraction": [round(kept / max(1, n), 6)],
             "_task_vector_sq": (bb, dd)}
 
 
