@@ -366,12 +366,15 @@ def sha256_path(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise UserError(f"{path}: no such file or directory")
     h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        rel = p.relative_to(path)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        h.update(str(rel).encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    for p in visible_files(path):
+        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode() + b"\n")
     return h.hexdigest()
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """A folder's files, sorted, without hidden ones (a name in the relative path starting with '.')."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 # ----------------------------------------------------------------------------- write failures

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from micota.errors import UserError
-from micota.io import atomic_dir, atomic_write_json, sha256_file
+from micota.io import atomic_dir, atomic_write_json, sha256_file, visible_files
 from micota.manifest import write_manifest
 from micota.merging.config import MergeConfig
 
@@ -79,10 +79,8 @@ def hash_inputs(inputs: list[tuple[str, Path]], known: dict[Path, str]) -> dict[
     out: dict[str, Any] = {}
     for key, folder in inputs:
         files, h = {}, hashlib.sha256()
-        for p in sorted(folder.rglob("*")):
+        for p in visible_files(folder):
             rel = p.relative_to(folder)
-            if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-                continue
             files[str(rel)] = known.get(p) or sha256_file(p)
             h.update(str(rel).encode() + b"\0" + files[str(rel)].encode() + b"\n")
         out[key] = {"path": str(folder), "sha256": h.hexdigest(), "files": files}

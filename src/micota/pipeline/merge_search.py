@@ -68,9 +68,8 @@ from pydantic import Field
 
 from micota.config import StageConfig
 from micota.errors import UserError
-from micota.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from micota.io import atomic_dir, atomic_write_json, atomic_write_text
 from micota.manifest import is_complete, write_manifest
-from micota.progress import sha256_files
 
 
 class MergeSearchConfig(StageConfig):
@@ -189,18 +188,16 @@ def next_refinement(points: list[dict[str, Any]], cfg: MergeSearchConfig, min_ga
 
 # ------------------------------------------------------------------ probing
 def _fingerprint(spec: str | Path | None) -> Any:
-    """What identifies an input's content: a file's sha256, a folder's (name, sha256) list — weight files
-    from the digest cache once hashed (the merges hash the same files)."""
+    """What identifies an input's content: the pipeline's :func:`~micota.pipeline.planner.fingerprint` of
+    the file or folder (every file's sha256; weight files from the digest cache once hashed — the merges
+    hash the same files); a name that is not a path (a hub id) as given."""
     if spec is None:
         return None
+    from micota.pipeline.planner import fingerprint
+
     p = Path(spec)
-    if p.is_file():
-        return {"file": str(p.resolve()), "sha256": sha256_file(p)}
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(
-            part.startswith(".") for part in f.relative_to(p).parts))
-        digests = sha256_files(files, desc=f"hashing {p.name}")
-        return {"dir": str(p.resolve()), "files": [[str(f.relative_to(p)), digests[f]] for f in files]}
+    if p.exists():
+        return {"path": str(p.resolve()), "content": fingerprint(p, {})}
     return {"name": str(spec)}
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from micota import __version__
 from micota.config import StageConfig
 from micota.errors import UserError
-from micota.io import dumps_canonical, read_json, sha256_text
+from micota.io import dumps_canonical, read_json, sha256_text, visible_files
 from micota.manifest import is_complete
 from micota.progress import sha256_files
 from micota.pipeline.schema import REF, LauncherSpec, PipelineSpec, StageSpec
@@ -231,8 +231,7 @@ def fingerprint(path: Path, cache: dict[str, str]) -> str:
     k = str(path)
     if k in cache:
         return cache[k]
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(path).parts))
+    files = [path] if path.is_file() else visible_files(path)
     digests = sha256_files(files)
     parts = [f"{f.relative_to(path) if f != path else ''}\0{digests[f]}" for f in files]
     cache[k] = sha256_text("\n".join(parts))[:16]
